@@ -1,0 +1,128 @@
+"""Small shared utilities: atomic file output and headless figures.
+
+Every file the toolkit writes goes through :func:`atomic_write` (write to a temporary file in
+the same folder, then ``os.replace``), so an interrupted run never leaves a half-written
+output that a resumed run would mistake for a finished one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="w", **kwargs):
+    """Open a temporary file beside ``path``; on success replace ``path`` with it.
+
+    >>> with atomic_write("out.txt") as f:  # doctest: +SKIP
+    ...     f.write("hello")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path`` for a writer that wants a file name
+    (``np.save``, ``h5py``, SimpleITK); it replaces ``path`` only on success.
+    The temporary name keeps ``path``'s suffixes so format detection still works."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path, text):
+    """Write ``text`` to ``path`` atomically; return the path."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON atomically; return the path."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def new_figure(*args, **kwargs):
+    """A matplotlib ``Figure`` bound to the Agg canvas: no pyplot, no display, no global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(*args, **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, path, **kwargs):
+    """Save ``fig`` to ``path`` atomically (format from the suffix); return the path."""
+    path = Path(path)
+    kwargs.setdefault("dpi", 100)
+    kwargs.setdefault("bbox_inches", "tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+    return path
+
+
+def markdown_table(rows, columns=None, floatfmt=".4g"):
+    """Render a list of dicts as a GitHub markdown table."""
+    rows = list(rows)
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+
+    def fmt(v):
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path, rows, columns=None):
+    """Write a list of dicts as CSV atomically; return the path."""
+    import csv
+
+    rows = list(rows)
+    if columns is None:
+        columns = list(rows[0]) if rows else []
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return Path(path)

@@ -13,6 +13,13 @@ import tempfile
 from pathlib import Path
 
 
+def _umask_mode():
+    """File mode an ordinary ``open()`` would give (mkstemp creates files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="w", **kwargs):
     """Open a temporary file beside ``path``; on success replace ``path`` with it.
@@ -27,6 +34,7 @@ def atomic_write(path, mode="w", **kwargs):
     try:
         with open(tmp, mode, **kwargs) as f:
             yield f
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -46,6 +54,8 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.exists(tmp):
+            os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

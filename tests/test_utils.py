@@ -19,6 +19,13 @@ class AtomicWriteTest(tf.test.TestCase):
             self.assertEqual(f.read(), "first")
         self.assertEqual(sorted(os.listdir(os.path.dirname(path))), ["out.txt"])
 
+    def test_outputs_follow_the_umask(self):
+        path = os.path.join(self.get_temp_dir(), "mode.txt")
+        utils.write_text(path, "x")
+        mask = os.umask(0)
+        os.umask(mask)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o666 & ~mask)
+
     def test_atomic_path_keeps_suffixes(self):
         path = os.path.join(self.get_temp_dir(), "vol.nii.gz")
         with utils.atomic_path(path) as tmp:

@@ -66,7 +66,7 @@ def check_spacing(spacing, ndim, *, name="spacing"):
 def check_choice(value, choices, *, name):
     """Raise unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}; got {value!r}")
+        raise ValueError(f"{name} must be one of {sorted(choices, key=repr)}; got {value!r}")
     return value
 
 

@@ -30,6 +30,8 @@ class ChecksTest(tf.test.TestCase):
     def test_misc(self):
         with self.assertRaisesRegex(ValueError, "mode must be one of"):
             _checks.check_choice("x", {"a"}, name="mode")
+        with self.assertRaisesRegex(ValueError, "fallback must be one of"):
+            _checks.check_choice("x", (None, "synthetic"), name="fallback")
         with self.assertRaisesRegex(ValueError, "k must be a positive"):
             _checks.check_positive(0, name="k")
         self.assertEqual(_checks.check_positive(0, name="k", allow_zero=True), 0)

@@ -59,6 +59,15 @@ from keras_medseg.metrics.surface import (  # noqa: E402
     compute_surface_metrics,
 )
 
+# neuron reconstructions (Vaa3D neuron distance).
+from keras_medseg.metrics.neuron import (  # noqa: E402
+    NeuronDistance,
+    directed_neuron_distances,
+    distance_to_neuron,
+    neuron_distance,
+    sample_neuron_points,
+)
+
 _KERAS_NAMES = ("DiceCoefficient", "IoU", "dice_loss", "bce_dice_loss")
 
 

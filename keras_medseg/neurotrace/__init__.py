@@ -1,0 +1,5 @@
+"""neurotrace: tracing-difficulty classification of 3D neuron image blocks (3D-SSM).
+
+Morphometric features of SWC reconstructions live in :mod:`keras_medseg.neurotrace.lmeasure`;
+the Vaa3D neuron distance is a shared metric, :func:`keras_medseg.metrics.neuron_distance`.
+"""

@@ -1,0 +1,37 @@
+"""nodule3d: two-stage 3D lesion detector (convnet3d after Dou et al. 2017).
+
+Stage 1 screens whole volumes with a fully convolutional net
+(:func:`build_candidate_screening`, :func:`screen_volume`); stage 2 reduces false positives
+on (25, 60, 60) crops (:func:`build_fp_reduction`); :func:`build_detector` chains both in
+one Keras model.
+
+The names below are loaded on first access, so that importing the subpackage (e.g. for its
+data preparation) does not import Keras.
+"""
+import importlib
+
+_EXPORTS = {
+    "layers": ("CropProposals", "DecodeProposalRegression", "ScreeningProposals",
+               "UnflattenProposals"),
+    "losses": ("OnlineSampleFilteringLoss", "PositiveSmoothL1Loss", "decode_regression",
+               "encode_regression_targets", "fp_reduction_losses", "hybrid_loss",
+               "pack_regression_targets"),
+    "models": ("CENTRE_OFFSET", "RECEPTIVE_FIELD", "STRIDE", "build_candidate_screening",
+               "build_detector", "build_fp_reduction", "init_fp_reduction_from_screening",
+               "input_to_output", "output_to_input"),
+    "screening": ("ScreeningResult", "boxes_from_probability_map", "screen_volume"),
+    "data": ("PatchDataset", "augment_patch", "load_series", "make_kfold",
+             "make_stage1_patches", "make_stage2_patches"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

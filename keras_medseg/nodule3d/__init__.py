@@ -22,6 +22,13 @@ _EXPORTS = {
     "screening": ("ScreeningResult", "boxes_from_probability_map", "screen_volume"),
     "data": ("PatchDataset", "augment_patch", "load_series", "make_kfold",
              "make_stage1_patches", "make_stage2_patches"),
+    "training": ("RegressionPatchDataset", "Stage1Config", "Stage2Config",
+                 "quick_stage1_config", "quick_stage2_config", "train_stage1", "train_stage2",
+                 "write_regression_targets"),
+    "evaluation": ("Detections", "EvalConfig", "crop_patches", "detect_volume",
+                   "evaluate_detections", "evaluate_series", "plot_froc", "pool_evaluations"),
+    "pipeline": ("FoldResult", "PipelineConfig", "PipelineResult", "quick_configs", "run_fold",
+                 "run_pipeline"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

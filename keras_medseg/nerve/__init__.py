@@ -7,8 +7,18 @@ import Keras.
 import importlib
 
 _EXPORTS = {
+    "classification": ("ClassifierConfig", "ClassifierDataConfig", "ClassifierModelConfig",
+                       "ClassifierTrainConfig", "calibrate_batchnorm",
+                       "default_classifier_config", "evaluate_classifier_folder",
+                       "load_classifier", "split_train_val", "train_classifier"),
     "segmentation_models": ("build_deeplabv3plus", "build_doubleunet", "build_unet_mobilenetv2",
                             "dilate_backbone", "doubleunet_preprocess"),
+    "segmentation": ("SegDataConfig", "SegModelConfig", "SegTrainConfig", "build_segmenter",
+                     "default_configs", "evaluate_segmenter", "make_datasets",
+                     "predict_foreground", "score_masks", "train_segmenter",
+                     "write_evaluation"),
+    "linked": ("LinkedPipeline", "build_encoder_classifier", "build_shared_model",
+               "list_linked_frames", "overlay_mask", "run_linked", "write_video"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

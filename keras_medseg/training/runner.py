@@ -104,6 +104,10 @@ class Runner:
             keras.utils.set_random_seed(int(seed))
         self.is_chief = is_chief(self.strategy)
         self._logger = None
+        if self.run_dir is not None and not self.resume and self._writes():
+            # A fresh run must not compete with the best score of an earlier one.
+            for stale in (self.best_model_path, self.best_model_path.with_suffix(".json")):
+                stale.unlink(missing_ok=True)
 
     # -- paths ------------------------------------------------------------------------------
     def _writes(self):
@@ -267,6 +271,10 @@ class Runner:
         # later fit() there; clear it so each stage starts at its own initial_epoch.
         if getattr(model, "_initial_epoch", None) is not None:
             model._initial_epoch = None
+        if not isinstance(train_data, tuple) and "shuffle" not in fit_kwargs:
+            # Datasets and PyDatasets shuffle themselves; Keras would warn that it ignores
+            # its default shuffle=True for them.
+            fit_kwargs["shuffle"] = False
         try:
             x, y = train_data, None
             if isinstance(train_data, tuple):

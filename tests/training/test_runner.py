@@ -127,6 +127,21 @@ class RunnerTest(tf.test.TestCase):
         self.assertEqual(rec.epochs, [0, 1])
         self.assertEqual([r["epoch"] for r in read_csv_log(fresh.log_path)], [0, 1])
 
+    def test_fresh_run_forgets_an_earlier_best_model(self):
+        runner = self.runner()
+        model = runner.build(build_linear)
+        runner.compile(model, **COMPILE)
+        runner.fit(model, self.data, self.data, epochs=2, stage="stage1")
+        self.assertTrue(runner.best_model_path.exists())
+        state = runner.best_model_path.with_suffix(".json")
+        self.assertTrue(state.exists())
+        fresh = self.runner(resume=False)
+        self.assertFalse(runner.best_model_path.exists())
+        self.assertFalse(state.exists())
+        fresh.compile(model, **COMPILE)
+        fresh.fit(model, self.data, self.data, epochs=1, stage="stage1")
+        self.assertTrue(fresh.best_model_path.exists())
+
     def test_train_writes_config_and_splits(self):
         cfg = dict(data=DataConfig(data_dir="d", batch_size=4), train=TrainConfig(epochs=2))
         model, history = train(build_linear, self.data, self.data, epochs=2, compile_kwargs=COMPILE,

@@ -40,6 +40,9 @@ def build_parser():
 
 
 def _run_demo(args):
+    from keras_medseg.utils import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     from keras_medseg.demo import available_stages, run_demo
 
     if args.list:

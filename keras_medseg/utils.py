@@ -136,3 +136,35 @@ def write_csv(path, rows, columns=None):
         w.writeheader()
         w.writerows(rows)
     return Path(path)
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow with its C++ start-up banner (oneDNN, CPU-feature notices) hidden.
+
+    TensorFlow writes those lines straight to file descriptor 2 before its log level applies,
+    so ``TF_CPP_MIN_LOG_LEVEL`` alone does not silence them. This silences descriptor 2 for
+    the duration of the import only, and only when the user has not asked for TensorFlow's
+    logs (``TF_CPP_MIN_LOG_LEVEL`` unset or >= 1). Errors raised by the import still reach
+    Python as exceptions. Returns the module, or None when TensorFlow is not installed.
+    """
+    import importlib.util
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    if importlib.util.find_spec("tensorflow") is None:
+        return None
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") in ("0",):
+        import tensorflow
+
+        return tensorflow
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    return tensorflow

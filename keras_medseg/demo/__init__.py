@@ -21,6 +21,12 @@ from keras_medseg.utils import write_json, write_text
 # Modules that register stages, imported on demand (in this order).
 STAGE_MODULES = [
     "keras_medseg.demo.metrics_stage",
+    "keras_medseg.nerve.demo",
+    "keras_medseg.nerve.seg_demo",
+    "keras_medseg.brainview.demo",
+    "keras_medseg.nodule3d.demo",
+    "keras_medseg.iseg.demo",
+    "keras_medseg.neurotrace.demo",
 ]
 
 

@@ -294,129 +294,6 @@ def split_train_val(paths, *, validation_split=0.2, seed=1337, split_by="image",
                                 seed=int(seed), groups=groups)
 
 
-# ---------------------------------------------------------------------- BN calibration
-def _backbone_input_model(model):
-    """(backbone, model from the classifier's input to the backbone's input)."""
-    import keras
-
-    from keras_medseg.training import InferenceMode
-
-    for layer in model.layers:
-        if isinstance(layer, InferenceMode):
-            return layer.layer, keras.Model(model.input, layer.input)
-    raise ValueError(f"model {model.name!r} has no InferenceMode backbone; build it with "
-                     f"keras_medseg.training.build_transfer_classifier")
-
-
-def _batchnorm_layers(model):
-    import keras
-
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            out.append(layer)
-        elif isinstance(layer, keras.Model):
-            out.extend(_batchnorm_layers(layer))
-    return out
-
-
-def calibrate_batchnorm(model, images, *, _parts=None):
-    """Set the backbone's BatchNormalization moving mean and variance to the statistics of
-    ``images`` (one forward pass with batch statistics at every layer).
-
-    Parameters
-    ----------
-    model : keras.Model
-        A classifier from :func:`keras_medseg.training.build_transfer_classifier`.
-    images : array (n, height, width, 3)
-        0..255 images of the model's input size (the model's augmentation is not applied).
-
-    Returns
-    -------
-    int
-        Number of BatchNormalization layers set.
-
-    Raises
-    ------
-    ValueError
-        If ``model`` has no :class:`~keras_medseg.training.InferenceMode` backbone or
-        ``images`` is not a non-empty 4D batch.
-
-    Notes
-    -----
-    Each layer gets exactly the mean and (biased) variance of its input over the batch
-    when every earlier layer normalises with its own batch statistics, so the backbone in
-    inference mode reproduces its training-mode output on ``images``. Trainable flags and
-    momenta are restored afterwards; gamma and beta are not changed.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty batch (n, height, width, channels); "
-                         f"got shape {images.shape}")
-    backbone, to_input = _parts if _parts is not None else _backbone_input_model(model)
-    layers = _batchnorm_layers(backbone)
-    state = [(layer.momentum, layer.trainable) for layer in layers]
-    try:
-        for layer in layers:
-            layer.momentum = 0.0
-            layer.trainable = True
-        backbone(to_input(images, training=False), training=True)
-    finally:
-        for layer, (momentum, trainable) in zip(layers, state):
-            layer.momentum = momentum
-            layer.trainable = trainable
-    return len(layers)
-
-
-def _callback_base():
-    import keras
-
-    return keras.callbacks.Callback
-
-
-class BatchNormCalibration(_callback_base()):
-    """Keras callback keeping a random-initialised backbone's BatchNormalization statistics
-    in step with its weights: :func:`calibrate_batchnorm` on ``images`` every ``every``
-    training batches and before every validation/evaluation pass.
-
-    Parameters
-    ----------
-    model : keras.Model
-        The classifier being trained.
-    images : array (n, height, width, 3)
-        Fixed calibration batch (0..255).
-    every : int
-        Calibrate before training batches ``0, every, 2 * every, ...`` of each epoch.
-
-    Raises
-    ------
-    ValueError
-        As :func:`calibrate_batchnorm`, or for ``every`` < 1.
-    """
-
-    def __init__(self, model, images, *, every=4):
-        super().__init__()
-        check_positive(every, name="every")
-        self._target = model
-        self._images = np.asarray(images, dtype=np.float32)
-        if self._images.ndim != 4 or self._images.shape[0] == 0:
-            raise ValueError(f"images must be a non-empty batch (n, height, width, channels); "
-                             f"got shape {self._images.shape}")
-        self._parts = _backbone_input_model(model)
-        self.every = int(every)
-
-    def calibrate(self):
-        """Calibrate now; return the number of BatchNormalization layers set."""
-        return calibrate_batchnorm(self._target, self._images, _parts=self._parts)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if batch % self.every == 0:
-            self.calibrate()
-
-    def on_test_begin(self, logs=None):
-        self.calibrate()
-
-
 # ------------------------------------------------------------------------------ training
 @dataclasses.dataclass
 class ClassifierResult:
@@ -577,6 +454,8 @@ def train_classifier(config, run_dir=None, *, log=None):
     if calibrate:
         images = _first_batch(paths[tr], labels[tr], image_size=data.image_size,
                               count=mcfg.calibration_images, seed=data.seed)
+        from keras_medseg.training.transfer import BatchNormCalibration
+
         calibration = BatchNormCalibration(model, images, every=mcfg.calibration_every)
         calibration.calibrate()
         callbacks.append(calibration)
@@ -694,3 +573,13 @@ def evaluate_classifier_folder(model_path, test_dir, out_dir, *, batch_size=12, 
                                prefix=prefix or f"{model.name}_test",
                                sample_dir=out_dir / "samples" if samples else None,
                                model_name=model.name, run=run)
+
+
+def __getattr__(name):
+    # The BatchNorm calibration is shared with brainview and lives in the training recipe;
+    # it is re-exported here lazily so importing this module does not import Keras.
+    if name in ("calibrate_batchnorm", "BatchNormCalibration"):
+        from keras_medseg.training import transfer
+
+        return getattr(transfer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,6 +33,8 @@ from keras_medseg.training.reports import (
 )
 from keras_medseg.training.runner import Runner, train
 from keras_medseg.training.transfer import (
+    BatchNormCalibration,
+    calibrate_batchnorm,
     InferenceMode,
     build_transfer_classifier,
     default_augmentation,
@@ -54,6 +56,8 @@ __all__ = [
     "TrainConfig",
     "add_config_arguments",
     "build_transfer_classifier",
+    "BatchNormCalibration",
+    "calibrate_batchnorm",
     "config_from_args",
     "config_from_dict",
     "config_to_dict",

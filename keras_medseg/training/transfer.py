@@ -32,6 +32,7 @@ from __future__ import annotations
 import numbers
 
 import keras
+import numpy as np
 
 from keras_medseg._checks import check_choice, check_positive
 from keras_medseg.backbones import (
@@ -300,3 +301,118 @@ def fit_two_stage(model, train_data, val_data=None, *, backbone=None, initial_ep
                           initial_epoch=start, stage="stage2", callbacks=callbacks,
                           verbose=verbose)
     return history1, history2
+
+
+# ---------------------------------------------------------------------- BN calibration
+# Offline (weights=None) a randomly initialised backbone kept in inference mode has moving
+# statistics (mean 0, variance 1) that do not match its activations, so its features vanish
+# (std ~1e-11 at MobileNetV2's top). Setting the moving statistics from a batch of training
+# images restores a usable signal; with ImageNet weights this is not needed.
+def _backbone_input_model(model):
+    """(backbone, model from the classifier's input to the backbone's input)."""
+    for layer in model.layers:
+        if isinstance(layer, InferenceMode):
+            return layer.layer, keras.Model(model.input, layer.input)
+    raise ValueError(f"model {model.name!r} has no InferenceMode backbone; build it with "
+                     f"keras_medseg.training.build_transfer_classifier")
+
+
+def _batchnorm_layers(model):
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            out.append(layer)
+        elif isinstance(layer, keras.Model):
+            out.extend(_batchnorm_layers(layer))
+    return out
+
+
+def calibrate_batchnorm(model, images, *, _parts=None):
+    """Set the backbone's BatchNormalization moving mean and variance to the statistics of
+    ``images`` (one forward pass with batch statistics at every layer).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A classifier from :func:`keras_medseg.training.build_transfer_classifier`.
+    images : array (n, height, width, 3)
+        0..255 images of the model's input size (the model's augmentation is not applied).
+
+    Returns
+    -------
+    int
+        Number of BatchNormalization layers set.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` has no :class:`~keras_medseg.training.InferenceMode` backbone or
+        ``images`` is not a non-empty 4D batch.
+
+    Notes
+    -----
+    Each layer gets exactly the mean and (biased) variance of its input over the batch
+    when every earlier layer normalises with its own batch statistics, so the backbone in
+    inference mode reproduces its training-mode output on ``images``. Trainable flags and
+    momenta are restored afterwards; gamma and beta are not changed.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty batch (n, height, width, channels); "
+                         f"got shape {images.shape}")
+    backbone, to_input = _parts if _parts is not None else _backbone_input_model(model)
+    layers = _batchnorm_layers(backbone)
+    state = [(layer.momentum, layer.trainable) for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+            layer.trainable = True
+        backbone(to_input(images, training=False), training=True)
+    finally:
+        for layer, (momentum, trainable) in zip(layers, state):
+            layer.momentum = momentum
+            layer.trainable = trainable
+    return len(layers)
+
+
+class BatchNormCalibration(keras.callbacks.Callback):
+    """Keras callback keeping a random-initialised backbone's BatchNormalization statistics
+    in step with its weights: :func:`calibrate_batchnorm` on ``images`` every ``every``
+    training batches and before every validation/evaluation pass.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The classifier being trained.
+    images : array (n, height, width, 3)
+        Fixed calibration batch (0..255).
+    every : int
+        Calibrate before training batches ``0, every, 2 * every, ...`` of each epoch.
+
+    Raises
+    ------
+    ValueError
+        As :func:`calibrate_batchnorm`, or for ``every`` < 1.
+    """
+
+    def __init__(self, model, images, *, every=4):
+        super().__init__()
+        check_positive(every, name="every")
+        self._target = model
+        self._images = np.asarray(images, dtype=np.float32)
+        if self._images.ndim != 4 or self._images.shape[0] == 0:
+            raise ValueError(f"images must be a non-empty batch (n, height, width, channels); "
+                             f"got shape {self._images.shape}")
+        self._parts = _backbone_input_model(model)
+        self.every = int(every)
+
+    def calibrate(self):
+        """Calibrate now; return the number of BatchNormalization layers set."""
+        return calibrate_batchnorm(self._target, self._images, _parts=self._parts)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch % self.every == 0:
+            self.calibrate()
+
+    def on_test_begin(self, logs=None):
+        self.calibrate()

@@ -1,0 +1,61 @@
+"""brainview: k-fold cross-validation, final model and test evaluation (the original's notebook).
+
+Examples
+--------
+python experiments/brainview/train_kfold.py --data runs/bv/data/atlasA runs/bv/data/atlasB \\
+    --out runs/brainview/kfold --encoder-weights none --split blocks
+python experiments/brainview/train_kfold.py --icbm152 --out runs/brainview/icbm152 \\
+    --encoder-weights none --split blocks --image-size 128
+python experiments/brainview/train_kfold.py --nrrd nissl.nrrd --nrrd-axis 0 --nrrd-view coronal \\
+    --data atlasA --out runs/brainview/merged
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from keras_medseg.brainview import (BrainviewConfig, ViewSlices, icbm152_views,
+                                    load_png_views, load_volume_views, run_kfold)
+from keras_medseg.training import add_config_arguments, config_from_args
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", nargs="*", default=[], help="PNG dataset folders (one sub-folder "
+                   "per view: horizontal, coronal, sagittal)")
+    p.add_argument("--nrrd", nargs="*", default=[], help="volume files cut into slices")
+    p.add_argument("--nrrd-axis", type=int, default=0)
+    p.add_argument("--nrrd-view", default="coronal")
+    p.add_argument("--icbm152", action="store_true",
+                   help="add the real ICBM152 template cut in the three planes")
+    p.add_argument("--out", required=True, help="output folder")
+    add_config_arguments(p, BrainviewConfig)
+    return p.parse_args(argv)
+
+
+def load_data(args, config, out):
+    parts = [load_png_views(d) for d in args.data]
+    parts += [load_volume_views(v, out / "slices", axis=args.nrrd_axis, view=args.nrrd_view,
+                                size=config.image_size) for v in args.nrrd]
+    if args.icbm152:
+        parts.append(icbm152_views(out / "slices", size=config.image_size))
+    if not parts:
+        raise SystemExit("give at least one of --data, --nrrd, --icbm152")
+    return ViewSlices.concat(*parts)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = config_from_args(BrainviewConfig, args)
+    out = Path(args.out)
+    result = run_kfold(load_data(args, config, out), out, config=config)
+    for row in result.folds:
+        print(f"fold {row['fold']}: accuracy {row['accuracy']:.4f}, weighted F1 "
+              f"{row['f1_weighted']:.4f}, AUC {row['auc_ovr']:.4f}")
+    t = result.test
+    print(f"test: accuracy {t['accuracy']:.4f}, weighted F1 {t['f1_weighted']:.4f}, "
+          f"AUC {t['auc_ovr']:.4f} (n={t['n']}); reports in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The brainview view classifier: EfficientNetB0 with its last 5 layers trainable.
+
+Architecture (``ORIGINALS.md`` section 2)::
+
+    Input (0..255 RGB, 512x512 in the original) -> EfficientNetB0 (rescales and normalises
+    inside) -> GlobalAveragePooling2D -> Dense(128, relu) -> Dense(3)
+
+built with the shared :func:`keras_medseg.training.build_transfer_classifier` (``head="mlp"``,
+no dropout). The backbone is frozen up to ``block7a_project_conv``; that layer and the four
+after it (``block7a_project_bn``, ``top_conv``, ``top_bn``, ``top_activation``) train, with
+the head, under ``Adam(1e-4)`` and sparse categorical cross-entropy for 10 epochs. The last
+layer returns logits (``from_logits=True``), so the softmax is applied once, at evaluation.
+
+Without ImageNet weights
+------------------------
+A frozen, randomly initialised backbone in inference mode uses BatchNormalization statistics
+(mean 0, variance 1) that do not match its activations: the signal dies out through the
+blocks (feature standard deviation about 1e-6 at the top) and training stays at loss ln 3.
+:func:`calibrate_batchnorm` sets every BatchNormalization's moving mean and variance to the
+statistics of a batch of training images (keras calls only, any backend), after which the
+frozen random features carry signal. The experiment does this when ``encoder_weights`` is
+None; with ImageNet weights nothing is recalibrated.
+"""
+from __future__ import annotations
+
+import keras
+
+from keras_medseg.training.transfer import (build_transfer_classifier, calibrate_batchnorm,
+                                            get_backbone, unfreeze_from)
+
+__all__ = [
+    "BACKBONE",
+    "FINE_TUNE_AT",
+    "build_brainview_model",
+    "calibrate_batchnorm",
+    "compile_brainview_model",
+    "trainable_backbone_layers",
+]
+
+BACKBONE = "efficientnetb0"
+FINE_TUNE_AT = "block7a_project_conv"
+"""First trainable backbone layer: the original trained the last 5 layers."""
+
+
+def build_brainview_model(input_shape=(512, 512, 3), num_classes=3, *, encoder_weights=None,
+                          fine_tune_at=FINE_TUNE_AT, hidden_units=128, name="brainview"):
+    """Build the view classifier with the backbone trainable from ``fine_tune_at`` on.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(height, width, 3)`` of the 0..255 input.
+    num_classes : int
+        3 views in the original.
+    encoder_weights : None, "imagenet" or path
+        See :func:`keras_medseg.backbones.build_backbone` (the original used ImageNet).
+    fine_tune_at : str, int or None
+        First trainable backbone layer (name or index); None keeps the whole backbone
+        frozen; ``0`` trains all of it.
+    hidden_units : int
+        Width of the hidden Dense layer (128).
+    name : str
+
+    Returns
+    -------
+    keras.Model
+        Output ``(batch, num_classes)`` float32 logits. Not compiled.
+
+    Raises
+    ------
+    ValueError
+        As :func:`~keras_medseg.training.build_transfer_classifier` and
+        :func:`~keras_medseg.training.unfreeze_from` raise (e.g. an unknown layer name).
+    """
+    model = build_transfer_classifier(BACKBONE, num_classes, input_shape=tuple(input_shape),
+                                      dropout=0.0, encoder_weights=encoder_weights, head="mlp",
+                                      hidden_units=hidden_units, name=name)
+    if fine_tune_at is not None:
+        unfreeze_from(model, fine_tune_at)
+    return model
+
+
+def trainable_backbone_layers(model):
+    """Names of the backbone layers that are trainable and hold weights, in order."""
+    backbone = get_backbone(model)
+    return [la.name for la in backbone.layers if la.trainable and la.weights]
+
+
+def compile_brainview_model(model, *, learning_rate=1e-4, runner=None, jit_compile=False):
+    """Compile with ``Adam(learning_rate)``, sparse categorical cross-entropy on logits and
+    accuracy (inside ``runner``'s strategy scope when given); return the model.
+
+    ``jit_compile`` is passed to ``Model.compile`` (False by default: XLA compilation of
+    EfficientNet costs more time on a CPU than the short brainview runs gain).
+    """
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if runner is not None:
+        return runner.compile(model, optimizer=lambda: keras.optimizers.Adam(learning_rate),
+                              loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
+                  metrics=["accuracy"], jit_compile=jit_compile)
+    return model

@@ -1,9 +1,10 @@
 """Executes notebooks/brainview.ipynb end to end with nbclient at a tiny size."""
 import os
 
-import nbformat
 import pytest
 import tensorflow as tf
+
+from ._execute import run_notebook, output_text, output_images
 
 NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "notebooks", "brainview.ipynb")
@@ -13,30 +14,15 @@ NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 class BrainviewNotebookTest(tf.test.TestCase):
 
     def test_runs_at_tiny_size(self):
-        from nbclient import NotebookClient
-
         out = self.get_temp_dir()
         env = {"BRAINVIEW_OUT": out, "BRAINVIEW_SIZE": "32", "BRAINVIEW_EPOCHS": "1",
                "BRAINVIEW_K": "2", "BRAINVIEW_SLICES": "8", "BRAINVIEW_ICBM": "0"}
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            nb = nbformat.read(NOTEBOOK, as_version=4)
-            NotebookClient(nb, timeout=300, kernel_name="python3",
-                           resources={"metadata": {"path": out}}).execute()
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                       for o in c.get("outputs", []))
+        nb = run_notebook(NOTEBOOK, env, cwd=out, timeout=300)
+        text = output_text(nb)
         self.assertIn("final model, test:", text)
         self.assertIn("cross-dataset test:", text)
         self.assertIn("threshold 0.6 on scale 0-255", text)
-        images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                  if "image/png" in o.get("data", {})]
+        images = output_images(nb)
         self.assertGreaterEqual(len(images), 2)
         self.assertTrue(os.path.isfile(os.path.join(out, "kfold", "cv", "folds.md")))
         self.assertTrue(os.path.isfile(os.path.join(out, "cross", "test_F1.txt")))

@@ -1,9 +1,10 @@
 """Executes notebooks/nerve_classification.ipynb end to end with nbclient at a tiny size."""
 import os
 
-import nbformat
 import pytest
 import tensorflow as tf
+
+from ._execute import run_notebook
 
 NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "notebooks", "nerve_classification.ipynb")
@@ -13,26 +14,11 @@ NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 class NerveClassificationNotebookTest(tf.test.TestCase):
 
     def test_runs_at_tiny_size(self):
-        from nbclient import NotebookClient
-
         out = self.get_temp_dir()
         env = {"NERVE_CLS_OUT": out, "NERVE_CLS_FRAME_SIZE": "32", "NERVE_CLS_INPUT_SIZE": "32",
                "NERVE_CLS_VIDEOS": "4", "NERVE_CLS_TEST_VIDEOS": "1", "NERVE_CLS_FRAMES": "1",
                "NERVE_CLS_INITIAL_EPOCHS": "1", "NERVE_CLS_FINE_TUNE_EPOCHS": "1"}
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            nb = nbformat.read(NOTEBOOK, as_version=4)
-            # kernel "python3" is started with this interpreter (jupyter_client substitutes
-            # sys.executable for a kernelspec's "python")
-            NotebookClient(nb, timeout=300, kernel_name="python3",
-                           resources={"metadata": {"path": out}}).execute()
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        nb = run_notebook(NOTEBOOK, env, cwd=out, timeout=300)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         text = "".join(o.get("text", "") for o in outputs)
         self.assertIn("test: accuracy", text)

@@ -9,7 +9,7 @@ already cropped are skipped, so an interrupted run resumes. Inputs are never mod
 import argparse
 import sys
 
-from keras_medseg.io.prep import INTERPOLATIONS, PREP_ERRORS, crop_frames
+from keras_medseg.io.prep import INTERPOLATIONS, crop_frames, run_prep
 
 
 def build_parser():
@@ -33,16 +33,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        summary = crop_frames(args.in_dir, args.out_dir, size=args.size,
-                              interpolation=args.interpolation, recursive=args.recursive,
-                              suffix=args.suffix, quality=args.quality,
-                              overwrite=args.overwrite, progress=not args.no_progress)
-    except PREP_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
+    return run_prep(crop_frames, args.in_dir, args.out_dir, size=args.size,
+                    interpolation=args.interpolation, recursive=args.recursive,
+                    suffix=args.suffix, quality=args.quality, overwrite=args.overwrite,
+                    progress=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ renamed or modified (the original renamed each to *.done).
 import argparse
 import sys
 
-from keras_medseg.io.prep import PREP_ERRORS, tfrecords_from_imagesets
+from keras_medseg.io.prep import run_prep, tfrecords_from_imagesets
 
 
 def build_parser():
@@ -41,18 +41,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        summary = tfrecords_from_imagesets(
-            args.image_dir, args.mask_dir, args.imagesets, args.out_dir, splits=args.splits,
-            encoding=args.encoding, records_per_shard=args.records_per_shard,
-            size=None if args.size is None else tuple(args.size),
-            mask_channel=args.mask_channel, overwrite=args.overwrite,
-            progress=not args.no_progress)
-    except PREP_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
+    size = None if args.size is None else tuple(args.size)
+    return run_prep(tfrecords_from_imagesets, args.image_dir, args.mask_dir, args.imagesets,
+                    args.out_dir, splits=args.splits, encoding=args.encoding,
+                    records_per_shard=args.records_per_shard, size=size,
+                    mask_channel=args.mask_channel, overwrite=args.overwrite,
+                    progress=not args.no_progress)
 
 
 if __name__ == "__main__":

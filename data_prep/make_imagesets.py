@@ -12,7 +12,7 @@ writes nothing; different existing files are kept unless --overwrite is given.
 import argparse
 import sys
 
-from keras_medseg.io.prep import PREP_ERRORS, make_imagesets_from_folder
+from keras_medseg.io.prep import make_imagesets_from_folder, run_prep
 
 
 def build_parser():
@@ -37,16 +37,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        summary = make_imagesets_from_folder(
-            args.image_dir, args.out_dir, val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction, seed=args.seed,
-            group_pattern=args.group_pattern, overwrite=args.overwrite)
-    except PREP_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
+    return run_prep(make_imagesets_from_folder, args.image_dir, args.out_dir,
+                    val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                    seed=args.seed, group_pattern=args.group_pattern, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ T1 > 0, crops to the mask's bounding box +- margin voxels, maps labels {0,10,150
 import argparse
 import sys
 
-from keras_medseg.io.prep import PREP_ERRORS, prepare_iseg_folder
+from keras_medseg.io.prep import prepare_iseg_folder, run_prep
 
 
 def build_parser():
@@ -30,15 +30,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        summary = prepare_iseg_folder(args.in_dir, args.out_dir, args.margin,
-                                      leading_axes=args.leading_axes, overwrite=args.overwrite,
-                                      progress=not args.no_progress)
-    except PREP_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
+    return run_prep(prepare_iseg_folder, args.in_dir, args.out_dir, args.margin,
+                    leading_axes=args.leading_axes, overwrite=args.overwrite, progress=not
+                    args.no_progress)
 
 
 if __name__ == "__main__":

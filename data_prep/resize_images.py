@@ -10,7 +10,7 @@ resized are skipped, so an interrupted run resumes. Inputs are never modified.
 import argparse
 import sys
 
-from keras_medseg.io.prep import INTERPOLATIONS, PREP_ERRORS, resize_images
+from keras_medseg.io.prep import INTERPOLATIONS, resize_images, run_prep
 
 
 def build_parser():
@@ -40,16 +40,10 @@ def main(argv=None):
     if len(args.size) > 2:
         parser.error("--size takes one side or a height and a width")
     size = args.size[0] if len(args.size) == 1 else tuple(args.size)
-    try:
-        summary = resize_images(args.in_dir, args.out_dir, size,
-                                interpolation=args.interpolation, recursive=args.recursive,
-                                suffix=args.suffix, quality=args.quality,
-                                overwrite=args.overwrite, progress=not args.no_progress)
-    except PREP_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(summary)
-    return 0
+    return run_prep(resize_images, args.in_dir, args.out_dir, size,
+                    interpolation=args.interpolation, recursive=args.recursive,
+                    suffix=args.suffix, quality=args.quality, overwrite=args.overwrite,
+                    progress=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,20 @@ def _real(path):
     return Path(os.path.realpath(os.fspath(path)))
 
 
+def run_prep(func, *args, **kwargs):
+    """Run a prep function for a ``data_prep`` script: print its summary and return the exit
+    code (0), or print ``error: ...`` to stderr and return 1 for :data:`PREP_ERRORS`."""
+    import sys
+
+    try:
+        summary = func(*args, **kwargs)
+    except PREP_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
 def check_output_location(out_dir, inputs, *, name="out_dir"):
     """Raise unless ``out_dir`` is outside every input folder.
 

@@ -11,7 +11,7 @@ Data preparation (Analyze -> HDF5) lives in :mod:`keras_medseg.io.hdf5` /
 :mod:`keras_medseg.io.prep`. The names below load on first access, so importing the
 subpackage does not import Keras.
 """
-import importlib
+from keras_medseg._lazy import lazy_exports
 
 _EXPORTS = {
     "models": ("LEVEL_CHANNELS", "build_focusnet3d", "build_focusnet3d_model1",
@@ -25,18 +25,4 @@ _EXPORTS = {
     "evaluation": ("METRIC_COLUMNS", "EvaluationResult", "load_model", "predict_labels", "score_labels",
                    "summarize_rows", "overlay_figure", "evaluate_subjects"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

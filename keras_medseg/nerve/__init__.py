@@ -4,7 +4,7 @@ segmentation (U-Net on MobileNetV2, DoubleU-Net, DeepLabV3+) and the linked pipe
 The names below are loaded on first access, so that importing the subpackage does not
 import Keras.
 """
-import importlib
+from keras_medseg._lazy import lazy_exports
 
 _EXPORTS = {
     "classification": ("ClassifierConfig", "ClassifierDataConfig", "ClassifierModelConfig",
@@ -20,15 +20,4 @@ _EXPORTS = {
     "linked": ("LinkedPipeline", "build_encoder_classifier", "build_shared_model",
                "list_linked_frames", "overlay_mask", "run_linked", "write_video"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

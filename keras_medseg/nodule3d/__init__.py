@@ -8,7 +8,7 @@ one Keras model.
 The names below are loaded on first access, so that importing the subpackage (e.g. for its
 data preparation) does not import Keras.
 """
-import importlib
+from keras_medseg._lazy import lazy_exports
 
 _EXPORTS = {
     "layers": ("CropProposals", "DecodeProposalRegression", "ScreeningProposals",
@@ -30,15 +30,4 @@ _EXPORTS = {
     "pipeline": ("FoldResult", "PipelineConfig", "PipelineResult", "quick_configs", "run_fold",
                  "run_pipeline"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

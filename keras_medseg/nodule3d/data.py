@@ -948,6 +948,18 @@ def augment_patch(patch, rng, *, scale_range=(0.9, 1.1), max_rotation=0.1,
     return sitk.GetArrayFromImage(resampler.Execute(image)).astype(np.float32, copy=False)
 
 
+def load_patch(path):
+    """Read one ``.npy`` patch (z, y, x); a clear ValueError names an unreadable or
+    wrongly shaped file."""
+    try:
+        patch = np.load(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read patch ({e})") from None
+    if patch.ndim != 3:
+        raise ValueError(f"{path}: patch must be (z, y, x); got shape {patch.shape}")
+    return patch
+
+
 class PatchDataset(keras.utils.PyDataset):
     """Batches ``(patches[..., None], labels)`` from a patch CSV, augmenting positives.
 
@@ -1045,13 +1057,7 @@ class PatchDataset(keras.utils.PyDataset):
         xs = []
         for position, i in zip(range(index * self.batch_size, len(self._order)), picks):
             row = self.rows[i]
-            try:
-                patch = np.load(row.patch)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{row.patch}: cannot read patch ({e})") from None
-            if patch.ndim != 3:
-                raise ValueError(f"{row.patch}: patch must be (z, y, x); got shape "
-                                 f"{patch.shape}")
+            patch = load_patch(row.patch)
             if self.augment and self.labels[i] != 0:
                 patch = augment_patch(patch, _rng(self.seed, 11, self.epoch, position),
                                       **self.augment_kwargs)

@@ -53,7 +53,7 @@ import numpy as np
 from keras_medseg._checks import check_choice, check_positive
 from keras_medseg.io.tables import (group_by_series, read_class_mapping, read_patch_csv,
                                     read_series_csv)
-from keras_medseg.nodule3d.data import PatchDataset, augment_patch, load_series
+from keras_medseg.nodule3d.data import PatchDataset, augment_patch, load_patch, load_series
 from keras_medseg.nodule3d.losses import (OnlineSampleFilteringLoss, encode_regression_targets,
                                           fp_reduction_losses, pack_regression_targets)
 from keras_medseg.nodule3d.models import (build_candidate_screening, build_fp_reduction,
@@ -334,12 +334,7 @@ class RegressionPatchDataset(PatchDataset):
         xs, centres, diameters = [], [], []
         for position, i in zip(range(index * self.batch_size, len(self._order)), picks):
             row = self.rows[i]
-            try:
-                patch = np.load(row.patch)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{row.patch}: cannot read patch ({e})") from None
-            if patch.ndim != 3:
-                raise ValueError(f"{row.patch}: patch must be (z, y, x); got {patch.shape}")
+            patch = load_patch(row.patch)
             centre, diameter = self.targets.get(row.patch, (None, None))
             if self.labels[i] != 0:
                 if self.augment:

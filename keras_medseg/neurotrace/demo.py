@@ -14,12 +14,16 @@ from keras_medseg.utils import markdown_table, write_text
 
 __all__ = ["QUICK", "FULL", "prepare_sample_blocks", "run"]
 
-QUICK = dict(n_neurons=10, n_nodes=2000, shape=(48, 160, 160), width=0.25, resnet_epochs=10,
-             head_epochs=20, fusion_repeats=3)
+QUICK = dict(n_neurons=16, n_nodes=2000, shape=(48, 160, 160), width=0.25, resnet_epochs=10,
+             head_epochs=60, fusion_repeats=3)
 """Demo sizes (``quick=True``)."""
 FULL = dict(n_neurons=24, n_nodes=3000, shape=(64, 192, 192), width=0.25, resnet_epochs=20,
-            head_epochs=30, fusion_repeats=5)
+            head_epochs=60, fusion_repeats=5)
 """``--full`` demo sizes."""
+DEMO_HEAD_LEARNING_RATE = 1e-2
+"""Adam learning rate of the two LSTM heads in the demo (few training blocks, few steps)."""
+DEMO_FUSION_LEARNING_RATE = 3e-3
+"""Adam learning rate of the fusion in the demo."""
 
 
 def prepare_sample_blocks(out_dir, *, seed=0, n_neurons=10, n_nodes=2000,
@@ -93,8 +97,10 @@ def run(stage_dir, *, seed=0, quick=True):
         train_config=T.SSMTrainConfig(
             run_dir=str(stage_dir / "run"), resnet_epochs=sizes["resnet_epochs"],
             resnet_learning_rate=1e-3, fcn_epochs=e, fcn_learning_rate=1e-3,
-            image_head_epochs=e, image_head_learning_rate=1e-3, feature_head_epochs=e,
-            fusion_epochs=e, fusion_repeats=sizes["fusion_repeats"], seed=seed))
+            image_head_epochs=e, image_head_learning_rate=DEMO_HEAD_LEARNING_RATE,
+            feature_head_epochs=e, feature_head_learning_rate=DEMO_HEAD_LEARNING_RATE,
+            fusion_epochs=e, fusion_learning_rate=DEMO_FUSION_LEARNING_RATE,
+            fusion_repeats=sizes["fusion_repeats"], seed=seed))
     rows = [{k: r[k] for k in ("model", "history", "n", "accuracy", "f1_high", "f1_macro")}
             for r in result.results if r["split"] == "test"]
     write_text(stage_dir / "test_results.md", markdown_table(rows))
@@ -105,7 +111,8 @@ def run(stage_dir, *, seed=0, quick=True):
         f"{len(data)} labelled 'many' blocks from {len(set(data.neurons))} neurons, split by "
         f"neuron ({len(result.split.train)} train / {len(result.split.val)} val / "
         f"{len(result.split.test)} test blocks); ResNet width {sizes['width']}, demo "
-        f"learning rates 1e-3, model selection on validation.\n\n"
+        f"learning rates 1e-3 (ResNet, FCN), {DEMO_HEAD_LEARNING_RATE:g} (LSTM heads), "
+        f"{DEMO_FUSION_LEARNING_RATE:g} (fusion), model selection on validation.\n\n"
         f"3D-SSM test accuracy {pred['accuracy']:.3f} (F1 high {pred['f1_high']:.3f}) with the "
         f"PREDICTED history of previous blocks; {oracle['accuracy']:.3f} (F1 high "
         f"{oracle['f1_high']:.3f}) with the original's ORACLE history (true labels of the "

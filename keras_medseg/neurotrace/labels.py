@@ -812,7 +812,7 @@ def simulated_manual_labels(data_dir, csv_path, *, threshold=SIMULATED_QUALITY_T
 
     See the module docstring ("Synthetic manual labels"). The neurons are re-simulated
     with the generator's recorded settings (cost: about the generation time, without
-    writing); each must reproduce its gold SWC file exactly.
+    writing); each must reproduce its gold and automatic SWC files exactly.
 
     Parameters
     ----------
@@ -837,7 +837,7 @@ def simulated_manual_labels(data_dir, csv_path, *, threshold=SIMULATED_QUALITY_T
     ------
     ValueError
         If ``data_dir`` is not generator output, a neuron of the index is not one of its
-        ``neuron_<k>``, or the simulation no longer reproduces a gold file.
+        ``neuron_<k>``, or the simulation no longer reproduces a gold or auto file.
     """
     from keras_medseg.io.swc import read_swc
     from keras_medseg.sampledata.neurotrace import simulate_neuron
@@ -857,10 +857,12 @@ def simulated_manual_labels(data_dir, csv_path, *, threshold=SIMULATED_QUALITY_T
     quality = {}
     for k in range(needed):
         sim = simulate_neuron(rng, shape, n_nodes=n_nodes)
-        gold_path = Path(data_dir) / "gold" / f"{names[k]}.swc"
-        if read_swc(gold_path) != sim.gold:
-            raise ValueError(f"{str(gold_path)!r} differs from the re-simulated neuron (seed "
-                             f"{seed}); the generator changed since the data were written")
+        for role in ("gold", "auto"):
+            path = Path(data_dir) / role / f"{names[k]}.swc"
+            if read_swc(path) != getattr(sim, role):
+                raise ValueError(f"{str(path)!r} differs from the re-simulated neuron (seed "
+                                 f"{seed}); the generator changed since the data were "
+                                 f"written: generate them again in a new folder")
         quality[names[k]] = (sim.gold.xyz, sim.node_quality)
     labels, extra = {}, {}
     for r in rows:

@@ -18,7 +18,9 @@ stage folder       model, input                               optimiser (origina
 
 The original gave no batch size or epoch count for the two sequence heads; 30 and 30 are
 used. Adam's weight decay is Keras' decoupled form (PyTorch's ``Adam(weight_decay=)`` adds
-an L2 gradient instead).
+an L2 gradient instead). ``SSMTrainConfig.class_weight="balanced"`` (not in the original;
+default ``"none"``) weights each class's loss by ``n / (2 n_c)`` of the training blocks in
+every stage (:func:`class_weights`), for label mixes far from even.
 
 Fixes of the original's defects:
 
@@ -85,6 +87,7 @@ __all__ = [
     "SSMResult",
     "BlockBatches",
     "load_block_data",
+    "class_weights",
     "train_3dssm",
     "predict_3dssm",
     "load_models",
@@ -176,6 +179,11 @@ class SSMTrainConfig:
                                          "reported for both protocols either way"})
     monitor: str = dataclasses.field(
         default="val_accuracy", metadata={"help": "validation quantity for model selection"})
+    class_weight: str = dataclasses.field(
+        default="none", metadata={"choices": ("none", "balanced"),
+                                  "help": "'balanced': weight each class's loss by n / (2 n_c) "
+                                          "of the training blocks, in every stage (the "
+                                          "original: none)"})
     seed: int = 1337
     strategy: str = dataclasses.field(default="default", metadata={
         "choices": ("default", "mirrored", "multiworker")})
@@ -192,6 +200,7 @@ class SSMTrainConfig:
                            name=f"{stage}_learning_rate")
         check_positive(self.resnet_weight_decay, name="resnet_weight_decay", allow_zero=True)
         check_positive(self.fusion_repeats, name="fusion_repeats")
+        check_choice(self.class_weight, ("none", "balanced"), name="class_weight")
         if not self.monitor.startswith("val_"):
             raise ValueError(f"monitor must be a validation quantity (val_...); got "
                              f"{self.monitor!r}")
@@ -499,8 +508,45 @@ def _stage_runner(run_dir, stage, train, seed):
                   resume=train.resume)
 
 
+def class_weights(labels, mode="balanced"):
+    """Per-class loss weights of the training labels.
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (n,)
+        Training labels, 0 or 1.
+    mode : {"none", "balanced"}
+        ``"balanced"``: ``n / (2 n_c)`` for class ``c`` (scikit-learn's ``"balanced"``), so
+        both classes weigh the same in the loss; ``"none"``: no weights.
+
+    Returns
+    -------
+    dict or None
+        ``{0: w0, 1: w1}``, or None for ``"none"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode, or a ``"balanced"`` request whose labels lack a class.
+
+    Examples
+    --------
+    >>> class_weights([0, 0, 0, 1])
+    {0: 0.6666666666666666, 1: 2.0}
+    """
+    check_choice(mode, ("none", "balanced"), name="class_weight")
+    if mode == "none":
+        return None
+    y = np.asarray(labels).reshape(-1)
+    counts = np.bincount(y.astype(np.int64), minlength=len(CLASS_NAMES))
+    if counts.size != len(CLASS_NAMES) or np.any(counts == 0):
+        raise ValueError(f"class_weight='balanced' needs training blocks of both classes; got "
+                         f"counts {counts.tolist()}")
+    return {c: float(y.size / (len(CLASS_NAMES) * counts[c])) for c in range(len(CLASS_NAMES))}
+
+
 def _fit_stage(runner, build, x_train, y_train, x_val, y_val, *, learning_rate, epochs,
-               batch_size, weight_decay=None, stage):
+               batch_size, weight_decay=None, stage, class_weight=None):
     """Build, compile, fit with the runner; restore the best validation epoch."""
     model = runner.build(build)
 
@@ -511,10 +557,12 @@ def _fit_stage(runner, build, x_train, y_train, x_val, y_val, *, learning_rate, 
                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     if isinstance(x_train, keras.utils.PyDataset):
-        history = runner.fit(model, x_train, x_val, epochs=epochs, stage=stage)
+        history = runner.fit(model, x_train, x_val, epochs=epochs, stage=stage,
+                             class_weight=class_weight)
     else:
         history = runner.fit(model, (x_train, y_train), (x_val, y_val), epochs=epochs,
-                             stage=stage, batch_size=batch_size, shuffle=True)
+                             stage=stage, batch_size=batch_size, shuffle=True,
+                             class_weight=class_weight)
     best = runner.best_model_path
     if best is not None and best.is_file():
         model.set_weights(keras.models.load_model(best, compile=False).get_weights())
@@ -601,6 +649,7 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
     write_json(run_dir / "feature_scale.json", {"scale": scale.tolist()})
     feats = normalise_by_maxima(data.features, scale).astype(np.float32)
     y = data.labels
+    weights = class_weights(y[sides["train"]], tc.class_weight)
 
     # Stage 1: 3D-ResNet-10 on image blocks.
     log("stage resnet: 3D-ResNet-10 on image blocks")
@@ -612,7 +661,8 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
     resnet, _, _ = _fit_stage(
         runner, lambda: M.build_resnet10(width=mc.width, dropout=mc.dropout), tr, None, va, None,
         learning_rate=tc.resnet_learning_rate, epochs=tc.resnet_epochs,
-        batch_size=tc.resnet_batch_size, weight_decay=tc.resnet_weight_decay, stage="resnet")
+        batch_size=tc.resnet_batch_size, weight_decay=tc.resnet_weight_decay, stage="resnet",
+            class_weight=weights)
 
     # Stage 2: FCN on the normalised L-Measure features.
     log("stage fcn: FCN on L-Measure features")
@@ -621,7 +671,8 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
         runner, lambda: M.build_fcn(feats.shape[1], units=mc.fcn_units),
         feats[sides["train"]], y[sides["train"]], feats[sides["val"]], y[sides["val"]],
         learning_rate=tc.fcn_learning_rate, epochs=tc.fcn_epochs,
-        batch_size=tc.fcn_batch_size, stage="fcn")
+        batch_size=tc.fcn_batch_size, stage="fcn",
+            class_weight=weights)
 
     # Frozen base networks in inference mode: their probabilities for every block.
     base_p = {"resnet": _softmax(resnet.predict(
@@ -646,7 +697,8 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
             head_inputs(base, "val", train_protocol), y[sides["val"]],
             learning_rate=getattr(tc, f"{head}_learning_rate"),
             epochs=getattr(tc, f"{head}_epochs"), batch_size=getattr(tc, f"{head}_batch_size"),
-            stage=head)
+            stage=head,
+            class_weight=weights)
 
     def head_logits(side, protocol):
         return [heads[h].predict(head_inputs(b, side, protocol), batch_size=256, verbose=0)
@@ -662,7 +714,8 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
             runner, lambda: M.build_fusion(units=mc.fusion_units),
             fusion_in["train"], y[sides["train"]], fusion_in["val"], y[sides["val"]],
             learning_rate=tc.fusion_learning_rate, epochs=tc.fusion_epochs,
-            batch_size=tc.fusion_batch_size, stage=f"fusion_{r}")
+            batch_size=tc.fusion_batch_size, stage=f"fusion_{r}",
+            class_weight=weights)
         value = best.get("best")
         if value is None:  # no run folder writes: take the last validation value
             value = history.get(tc.monitor, [math.nan])[-1]

@@ -9,13 +9,20 @@ For each neuron:
    or bifurcates; radii shrink at every bifurcation. This is the gold standard.
 2. The image (uint8, axes z, y, x) renders the tree as tubes: node intensities are splatted
    and blurred with an anisotropic Gaussian point-spread function (stronger in z). A
-   smooth random quality field (0 poor .. 1 good) scales the signal and the photon budget,
-   some segments are dim and some have gaps; a smooth background, Poisson shot noise and
-   Gaussian read noise are added. So image quality varies across space and neurons.
-3. The "automatic" tracing (an APP2 stand-in) makes errors that grow as the local signal
-   to noise falls: whole dim or poorly imaged segments are missed with their subtrees,
-   gap nodes are dropped (breaking the tree into fragments), positions jitter, and
-   spurious short branches and isolated fragments appear where quality is low.
+   smooth random quality field (0 poor .. 1 good, :func:`quality_field`; correlation length
+   about one block, mostly clearly good or clearly poor) scales the signal and the photon
+   budget (:func:`photon_budget`: about 5x more relative shot noise at quality 0 than at
+   1); some segments are dim and some have gaps; a smooth background, Poisson shot noise
+   and Gaussian read noise are added. So image quality varies across space and neurons,
+   and a block's noise level shows it.
+3. The "automatic" tracing (an APP2 stand-in) breaks down where the local quality falls
+   below about 0.5 (:func:`failure_rate`, a steep logistic of the quality, like a tracer's
+   foreground threshold): there whole segments are missed (the tracing falls apart into
+   fragments), single nodes are lost, positions jitter by up to about 2 voxels (worse in
+   z), spurious short branches grow off the tracing and isolated noise fragments appear.
+   Where the quality is good the tracing follows the gold tree within a fraction of a
+   voxel (gaps in the signal still break it). So the density of tracing errors is driven by
+   the image quality, which the image block shows, and tracing difficulty is learnable.
 
 Written under ``out_dir``: ``gold/<name>.swc``, ``auto/<name>.swc`` (SWC, x y z in voxels
 of the image, node at ``image[round(z), round(y), round(x)]``) and ``images/<name>.tif``
@@ -34,6 +41,8 @@ from keras_medseg.sampledata._common import (check_int, check_seed, check_shape,
 from keras_medseg.utils import atomic_path
 
 PSF_SIGMA = (1.6, 0.9, 0.9)  # z, y, x voxels
+GENERATOR_VERSION = 2
+"""Version of the simulation, recorded with the data (2: quality-driven tracer breakdown)."""
 
 
 @dataclasses.dataclass
@@ -157,13 +166,46 @@ class SimulatedNeuron:
     quality: np.ndarray
 
 
-def _subtree_mask(seg_parent, dropped):
-    """Segments dropped directly or below a dropped segment."""
-    out = np.zeros(len(seg_parent), bool)
-    for s in range(1, len(seg_parent)):  # parents always have smaller ids
-        p = seg_parent[s]
-        out[s] = dropped[s] or (p > 0 and out[p])
-    return out
+QUALITY_SMOOTHING = 0.4
+"""Correlation length of the quality field as a fraction of the smaller lateral side."""
+QUALITY_GAIN = 4.0
+"""Steepness of the quality field: ``sigmoid(QUALITY_GAIN * s + offset)``."""
+FAILURE_QUALITY = 0.5
+"""Quality at which the simulated tracer errs at half its full rate."""
+FAILURE_WIDTH = 0.06
+"""Width of the tracer's breakdown (logistic scale, quality units)."""
+
+
+def quality_field(rng, shape, *, coarse=1):
+    """Smooth random image-quality field in (0, 1) (0 poor, 1 good), float32 (z, y, x).
+
+    ``sigmoid(QUALITY_GAIN * s + o)`` with ``s`` Gaussian-smoothed unit noise (correlation
+    length :data:`QUALITY_SMOOTHING` of the smaller lateral side, about one block) and a
+    per-neuron offset ``o ~ U(-1.5, 1.5)``: most regions are clearly good or clearly poor,
+    as with uneven staining or depth, and neurons differ in their overall quality.
+    """
+    s = smooth_noise(rng, shape, min(shape[1:]) * QUALITY_SMOOTHING, coarse=coarse)
+    return (1 / (1 + np.exp(-(QUALITY_GAIN * s + rng.uniform(-1.5, 1.5))))).astype(np.float32)
+
+
+def failure_rate(quality):
+    """How often the simulated tracer errs at a given quality, in (0, 1).
+
+    ``sigmoid((FAILURE_QUALITY - q) / FAILURE_WIDTH)``: an automatic tracer works while the
+    signal stands clear of the noise and breaks down quickly below that (APP2's
+    foreground threshold), so its error density is a steep function of image quality.
+    """
+    q = np.asarray(quality, dtype=np.float64)
+    return 1 / (1 + np.exp(-(FAILURE_QUALITY - q) / FAILURE_WIDTH))
+
+
+def photon_budget(quality):
+    """Expected photons per unit intensity at a given quality: ``10 + 290 q^2``.
+
+    Shot noise relative to the signal scales as ``1 / sqrt(photons)``: about 5x more noise
+    at quality 0 than at 1, so the block's noise level shows its quality.
+    """
+    return 10.0 + 290.0 * np.square(quality)
 
 
 def simulate_neuron(rng, shape, *, n_nodes=1500):
@@ -186,9 +228,7 @@ def simulate_neuron(rng, shape, *, n_nodes=1500):
     zyx = np.round(sk.xyz[:, ::-1]).astype(int)
     zyx = np.clip(zyx, 0, np.array(shape) - 1)
     coarse = max(2, min(shape) // 8)
-    quality = 1 / (1 + np.exp(-(1.6 * smooth_noise(rng, shape, min(shape[1:]) / 5,
-                                                   coarse=coarse) + rng.uniform(-0.6, 1.2))))
-    quality = quality.astype(np.float32)
+    quality = quality_field(rng, shape, coarse=coarse)
     q = quality[zyx[:, 0], zyx[:, 1], zyx[:, 2]]
 
     n_seg = len(sk.segment_parent)
@@ -210,44 +250,49 @@ def simulate_neuron(rng, shape, *, n_nodes=1500):
     sx, sy, sz = sk.xyz[0]
     signal[((xx - sx) ** 2 + (yy - sy) ** 2 + (zz - sz) ** 2) <= sk.radius[0] ** 2] = 1.0
     signal = ndi.gaussian_filter(signal, PSF_SIGMA) * (2 * np.pi * PSF_SIGMA[0] * PSF_SIGMA[1])
-    background = 0.1 + 0.04 * smooth_noise(rng, shape, min(shape) / 3, coarse=coarse)
-    photons = 25 + 175 * quality
+    background = 0.1 + 0.02 * smooth_noise(rng, shape, min(shape) / 3, coarse=coarse)
+    photons = photon_budget(quality)
     expected = (np.clip(background + 0.75 * np.minimum(signal, 1.3), 0, None) * photons)
     image = rng.poisson(expected).astype(np.float32) / photons
     image += rng.normal(0, 0.02, shape).astype(np.float32)
     image = np.clip(image * 180, 0, 255).astype(np.uint8)
 
-    # Simulated automatic tracing.
-    snr = amp * np.sqrt(25 + 175 * q)
-    detect = 1 / (1 + np.exp(-(snr - 3.5) / 0.8))
-    seg_p = np.ones(n_seg)
+    # Simulated automatic tracing: errors switch on where the local quality falls below
+    # the tracer's breakdown point (failure_rate, steep around quality 0.5).
+    fail = failure_rate(q)
+    seg_fail = np.zeros(n_seg)
     for s in range(1, n_seg):
         idx = sk.segment == s
         if idx.any():
-            seg_p[s] = detect[idx & ~gap].mean() if (idx & ~gap).any() else 0.0
-    dropped = _subtree_mask(sk.segment_parent, rng.random(n_seg) < 0.7 * (1 - seg_p))
-    keep = ~dropped[sk.segment]
+            seg_fail[s] = fail[idx].mean()
+    missed = rng.random(n_seg) < 0.7 * seg_fail  # missed segments (not their subtrees)
+    missed[0] = False
+    keep = ~missed[sk.segment]
     keep &= ~(gap & (rng.random(n) < 0.8))
-    jitter = rng.normal(0, 1, (n, 3)) * (0.2 + 1.3 * (1 - q))[:, None]
+    keep &= ~(rng.random(n) < 0.15 * fail)  # single nodes lost: fragmented tracing
+    jitter = rng.normal(0, 1, (n, 3)) * (0.25 + 1.8 * fail)[:, None]
     jitter[:, 2] *= 1.5  # worse in z
     auto_xyz = sk.xyz + jitter
 
-    # Spurious branches on noise where quality is low, and isolated noise fragments.
+    # Spurious branches on noise where quality is low, and isolated noise fragments placed
+    # with the density of failures (about 3 per 100 gold nodes where the tracer fails).
     extra_xyz, extra_parent, extra_radius = [], [], []
     kept_idx = np.flatnonzero(keep)
     base = len(sk.parent)
-    spur_p = 0.03 * (1 - q[kept_idx]) ** 2
+    spur_p = 0.06 * fail[kept_idx]
     starts = [(int(i), auto_xyz[i]) for i in kept_idx[rng.random(kept_idx.size) < spur_p]]
-    low = np.argwhere(quality < np.quantile(quality, 0.25))
-    for _ in range(int(rng.poisson(6 * float(np.mean(1 - quality))))):
-        z, y, x = low[rng.integers(len(low))]
-        starts.append((-1, np.array([x, y, z], float)))
+    weight = failure_rate(quality).ravel().astype(np.float64)
+    n_fragments = int(rng.poisson(0.03 * n * float(weight.mean())))
+    if n_fragments and weight.sum() > 0:
+        cells = rng.choice(weight.size, size=n_fragments, p=weight / weight.sum())
+        for z, y, x in np.stack(np.unravel_index(cells, shape), axis=1):
+            starts.append((-1, np.array([x, y, z], float)))
     for anchor, pos in starts:
         d = rng.normal(size=3)
         d[2] *= 0.4
         d /= np.linalg.norm(d)
         prev = anchor
-        for _ in range(int(rng.integers(3, 12))):
+        for _ in range(int(rng.integers(4, 14))):
             d = d + rng.normal(0, 0.3, 3)
             d /= np.linalg.norm(d)
             pos = pos + d
@@ -314,7 +359,10 @@ def generate_neurotrace(out_dir, *, seed=0, n_neurons=3, shape=(64, 192, 192), n
     n_neurons = check_int(n_neurons, name="n_neurons", minimum=1)
     shape = check_shape(shape, name="shape", ndim=3, minimum=16)
     n_nodes = check_int(n_nodes, name="n_nodes", minimum=50)
-    params = dict(seed=seed, n_neurons=n_neurons, shape=list(shape), n_nodes=n_nodes)
+    # ``generator`` changes with the simulation, so data written by an earlier version is
+    # refused (load_marker) instead of silently mixed with the current one.
+    params = dict(seed=seed, n_neurons=n_neurons, shape=list(shape), n_nodes=n_nodes,
+                  generator=GENERATOR_VERSION)
     out = Path(out_dir)
     done = load_marker(out, "neurotrace", params, NeurotraceSampleData)
     if done is not None:

@@ -247,6 +247,12 @@ class BlockFeaturesTest(tf.test.TestCase):
         write_swc(data / "gold" / "neuron_000.swc", gold.translate((0.5, 0, 0)))
         with self.assertRaisesRegex(ValueError, "neuron_000.swc"):
             L.simulated_manual_labels(data, self.csv, out_path=self.tmp / "m2.csv")
+        # an automatic tracing from another generator version is refused too
+        write_swc(data / "gold" / "neuron_000.swc", gold)
+        auto = read_swc(data / "auto" / "neuron_000.swc")
+        write_swc(data / "auto" / "neuron_000.swc", auto.translate((0, 0.5, 0)))
+        with self.assertRaisesRegex(ValueError, "auto.*neuron_000.swc.*generator changed"):
+            L.simulated_manual_labels(data, self.csv, out_path=self.tmp / "m2.csv")
         (data / ".neurotrace.complete.json").unlink()
         with self.assertRaisesRegex(ValueError, "generate_neurotrace"):
             L.simulated_manual_labels(data, self.csv, out_path=self.tmp / "m2.csv")

@@ -118,19 +118,36 @@ class TrainTest(tf.test.TestCase):
         path, _ = write_block_table(cls.root)
         cls.data = T.load_block_data(path)
         cls.run_dir = os.path.join(cls.root, "run")
-        dc, mc, tc = tiny_configs(cls.run_dir)
-        built = []
+        dc, mc, tc = tiny_configs(cls.run_dir, class_weight="balanced")
+        built, fits = [], {}
         real_build_fusion = M.build_fusion
+        real_fit = T.Runner.fit
 
         def counting_build_fusion(*args, **kwargs):
             model = real_build_fusion(*args, **kwargs)
             built.append(model)
             return model
 
-        with mock.patch.object(M, "build_fusion", counting_build_fusion):
+        def recording_fit(self, *args, **kwargs):
+            fits[kwargs["stage"]] = kwargs.get("class_weight")
+            return real_fit(self, *args, **kwargs)
+
+        with mock.patch.object(M, "build_fusion", counting_build_fusion), \
+                mock.patch.object(T.Runner, "fit", recording_fit):
             cls.result = T.train_3dssm(cls.data, data_config=dc, model_config=mc,
                                        train_config=tc)
         cls.built_fusions = built
+        cls.fit_class_weights = fits
+
+    def test_balanced_class_weights_in_every_stage(self):
+        from sklearn.utils.class_weight import compute_class_weight
+
+        y = self.data.labels[np.asarray(self.result.split.train)]
+        expected = compute_class_weight("balanced", classes=np.array([0, 1]), y=y)
+        self.assertCountEqual(self.fit_class_weights, ["resnet", "fcn", "image_head",
+                                                       "feature_head", "fusion_0", "fusion_1"])
+        for stage, weights in self.fit_class_weights.items():
+            self.assertAllClose([weights[0], weights[1]], expected, msg=stage)
 
     def test_split_by_neuron_recorded(self):
         sides = {}
@@ -224,9 +241,31 @@ class TrainTest(tf.test.TestCase):
         self.assertAlmostEqual(acc, self.result.result("ssm3d", "test", "oracle")["accuracy"])
 
     def test_rerun_resumes_finished_stages(self):
-        dc, mc, tc = tiny_configs(self.run_dir, resume=True)
+        dc, mc, tc = tiny_configs(self.run_dir, resume=True, class_weight="balanced")
         again = T.train_3dssm(self.data, data_config=dc, model_config=mc, train_config=tc)
         self.assertEqual(again.results, self.result.results)
+
+
+class ClassWeightTest(tf.test.TestCase):
+
+    def test_balanced_matches_scikit_learn(self):
+        from sklearn.utils.class_weight import compute_class_weight
+
+        y = np.array([0, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0])
+        weights = T.class_weights(y, "balanced")
+        self.assertAllClose([weights[0], weights[1]],
+                            compute_class_weight("balanced", classes=np.array([0, 1]), y=y))
+        # both classes then carry the same total weight
+        self.assertAllClose(weights[0] * np.sum(y == 0), weights[1] * np.sum(y == 1))
+        self.assertIsNone(T.class_weights(y, "none"))
+
+    def test_errors(self):
+        with self.assertRaisesRegex(ValueError, "both classes"):
+            T.class_weights([1, 1, 1], "balanced")
+        with self.assertRaisesRegex(ValueError, "class_weight"):
+            T.class_weights([0, 1], "inverse")
+        with self.assertRaisesRegex(ValueError, "class_weight"):
+            T.SSMTrainConfig(class_weight="auto")
 
 
 class ConfigErrorTest(tf.test.TestCase):

@@ -11,10 +11,12 @@ Synthetic infant phantoms (generated, prepared, then trained; T1 + T2)::
     python experiments/iseg/train.py --synthetic 10 --data-crop-size 32 32 32 \\
         --train-epochs 20 --train-run-dir runs/iseg/synthetic
 
-ICBM152 hemisphere split (the README figure): train on one hemisphere, T1 only, at 2 mm::
+ICBM152 hemisphere split (the README figure): train on one hemisphere, T1 only, at 2 mm,
+with a quarter of the original's channel widths (``--model-width 1`` is the original)::
 
-    python experiments/iseg/train.py --icbm152 --icbm-downsample 2 --data-crop-size 32 32 32 \\
-        --data-repeats 36 --train-epochs 27 --train-learning-rate 1e-3 \\
+    python experiments/iseg/train.py --icbm152 --icbm-downsample 2 --model-width 0.25 \\
+        --data-crop-size 32 32 32 --data-repeats 40 --train-epochs 60 \\
+        --train-learning-rate 1e-3 --train-lr-step-epochs 45 --train-loss dice_ce \\
         --train-run-dir runs/iseg/icbm152
     python experiments/iseg/evaluate.py --run-dir runs/iseg/icbm152
 

@@ -38,6 +38,10 @@ passed ``groups=num_classes`` with ``num_classes=4`` (``up_groups`` changes it);
 branch's first convolution has no BN/ReLU; dropout (0.2) follows the gate branch's bottom
 block; BatchNorm uses PyTorch's momentum (0.1, i.e. Keras 0.9) and epsilon 1e-5; convolution
 kernels are He-normal (the original's ``kaiming_normal``), biases zero.
+
+``width`` (not in the original) multiplies every channel count above except the residual head
+(16 -> 8 -> 4, already narrow): ``width=0.25`` has about 1/16 of the parameters and
+convolution work of the full model, which is what makes training on a CPU practical.
 """
 from __future__ import annotations
 
@@ -87,8 +91,32 @@ def _check_input_shape(input_shape, levels):
     return shape
 
 
+def _check_width(width, up_groups, levels):
+    if not isinstance(width, numbers.Real) or isinstance(width, bool) or not width > 0:
+        raise ValueError(f"width must be a positive number; got {width!r}")
+
+    def scale(channels):
+        return max(1, int(round(channels * width)))
+
+    se_channels = min(scale(c) for c in LEVEL_CHANNELS)
+    if se_channels < SE_RATIO:
+        raise ValueError(f"width={width!r} leaves {se_channels} channels at the squeeze-excite "
+                         f"blocks, fewer than their ratio {SE_RATIO}; use width >= "
+                         f"{SE_RATIO / min(LEVEL_CHANNELS):g}")
+    # inputs and outputs of the transposed convolutions: the level widths, the last
+    # up-sampling's output and the gate branch's bottom block
+    up_channels = {scale(c) for c in LEVEL_CHANNELS[:levels] + (FOCUS_LAST_UP_FILTERS,)}
+    up_channels.add(scale(GATE_LEVEL2_FILTERS) * 2 ** (levels - 1))
+    bad = sorted(c for c in up_channels if c % up_groups)
+    if bad:
+        raise ValueError(f"up_groups={up_groups!r} must divide the channels of every "
+                         f"up-sampling, but width={width!r} gives {bad}; choose another "
+                         f"width or up_groups")
+    return scale
+
+
 def build_focusnet3d(input_shape=(64, 64, 64, 2), num_classes=4, *, levels=2, dropout=0.2,
-                     up_groups=4, name=None):
+                     up_groups=4, width=1.0, name=None):
     """Build the I-seg_Focus FocusNet-style network ("model 1" or "model 2").
 
     Parameters
@@ -106,7 +134,13 @@ def build_focusnet3d(input_shape=(64, 64, 64, 2), num_classes=4, *, levels=2, dr
         Dropout rate after the gate branch's bottom block (the original ran with 0.2).
     up_groups : int
         Channel groups of the transposed convolutions (4 in the original); must divide every
-        up-sampling's input and output channels (1, 2, 4, 8, 16 or 32 do).
+        up-sampling's input and output channels (1, 2, 4, 8, 16 or 32 do at ``width=1``).
+    width : float > 0
+        Multiplier of every channel count except the residual head's (16 -> 8 -> 4): each
+        becomes ``max(1, round(channels * width))``. 1 is the original; 0.25 has about 1/16
+        of its parameters. The level channels (64, 128) must stay >= 16 (the squeeze-excite
+        ratio), i.e. ``width >= 0.25``, and ``up_groups`` must divide every scaled
+        up-sampling width.
     name : str, optional
         Model name; default ``"focusnet3d_model1"`` / ``"focusnet3d_model2"``.
 
@@ -125,7 +159,7 @@ def build_focusnet3d(input_shape=(64, 64, 64, 2), num_classes=4, *, levels=2, dr
     ValueError
         If ``levels`` is not 2 or 3, ``input_shape`` is not ``(D, H, W, channels)`` with
         spatial sizes None or multiples of ``2 ** (levels + 1)``, or ``num_classes``,
-        ``dropout`` or ``up_groups`` are out of range.
+        ``dropout``, ``up_groups`` or ``width`` are out of range or incompatible.
 
     Examples
     --------
@@ -145,6 +179,8 @@ def build_focusnet3d(input_shape=(64, 64, 64, 2), num_classes=4, *, levels=2, dr
     if (not isinstance(up_groups, numbers.Integral) or isinstance(up_groups, bool)
             or up_groups < 1 or 32 % up_groups):
         raise ValueError(f"up_groups must be a positive divisor of 32; got {up_groups!r}")
+    scale = _check_width(width, up_groups, levels)
+    level_channels = tuple(scale(c) for c in LEVEL_CHANNELS)
     if name is None:
         name = f"focusnet3d_model{levels - 1}"
 
@@ -155,12 +191,13 @@ def build_focusnet3d(input_shape=(64, 64, 64, 2), num_classes=4, *, levels=2, dr
                               use_bias=False, name=block_name)
 
     # ---- gate branch: plain residual U-Net -------------------------------------------------
-    skips = {1: keras.layers.Conv3D(GATE_STEM_FILTERS, 3, padding="same", use_bias=False,
-                                    kernel_initializer="he_normal", name="gate_stem_conv")(inputs)}
-    x = _rb(skips[1], GATE_DOWN1_FILTERS, "gate_down1", strides=2)
-    x = _rb(x, GATE_LEVEL2_FILTERS, "gate_level2")
+    skips = {1: keras.layers.Conv3D(scale(GATE_STEM_FILTERS), 3, padding="same",
+                                    use_bias=False, kernel_initializer="he_normal",
+                                    name="gate_stem_conv")(inputs)}
+    x = _rb(skips[1], scale(GATE_DOWN1_FILTERS), "gate_down1", strides=2)
+    x = _rb(x, scale(GATE_LEVEL2_FILTERS), "gate_level2")
     skips[2] = x
-    filters = GATE_LEVEL2_FILTERS
+    filters = scale(GATE_LEVEL2_FILTERS)
     for level in range(3, levels + 1):
         x = _rb(x, filters, f"gate_down{level - 1}", strides=2)
         filters *= 2
@@ -171,20 +208,20 @@ def build_focusnet3d(input_shape=(64, 64, 64, 2), num_classes=4, *, levels=2, dr
     x = keras.layers.Dropout(dropout, name="gate_bottom_dropout")(x)
     gates = {}
     for level in range(levels, 0, -1):
-        x = up(x, LEVEL_CHANNELS[level - 1], f"gate_up{level}")
+        x = up(x, level_channels[level - 1], f"gate_up{level}")
         x = keras.layers.Concatenate(name=f"gate_up{level}_concat")([skips[level], x])
-        x = _rb(x, LEVEL_CHANNELS[level - 1], f"gate{level}")
+        x = _rb(x, level_channels[level - 1], f"gate{level}")
         gates[level] = x
 
     # ---- focus branch -----------------------------------------------------------------------
-    x = keras.layers.Conv3D(FOCUS_STEM_FILTERS, 7, padding="same", kernel_initializer="he_normal",
-                            name="focus_stem_conv")(inputs)
+    x = keras.layers.Conv3D(scale(FOCUS_STEM_FILTERS), 7, padding="same",
+                            kernel_initializer="he_normal", name="focus_stem_conv")(inputs)
     x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="focus_stem_bn")(x)
     stem = keras.layers.ReLU(name="focus_stem_relu")(x)
     x = stem
     focus_skips = {}
     for level in range(1, levels + 1):
-        channels = LEVEL_CHANNELS[level - 1]
+        channels = level_channels[level - 1]
         x = _rb(x, channels, f"focus{level}_block")
         se = SqueezeExcite(ratio=SE_RATIO, use_bias=True, name=f"focus{level}_se")
         gate = keras.layers.Activation("sigmoid", name=f"gate{level}_sigmoid")(gates[level])
@@ -192,16 +229,16 @@ def build_focusnet3d(input_shape=(64, 64, 64, 2), num_classes=4, *, levels=2, dr
         x = se(x)  # the same weights again, as in the original
         x = _rb(x, channels, f"focus{level}_down", strides=2)
         focus_skips[level] = x
-    channels = LEVEL_CHANNELS[levels - 1]
+    channels = level_channels[levels - 1]
     x = _rb(x, channels, "focus_bottom_block")
     x = SqueezeExcite(ratio=SE_RATIO, use_bias=True, name="focus_bottom_se")(x)
     x = _rb(x, channels, "focus_bottom_down", strides=2)
     for level in range(levels, 0, -1):
-        channels = LEVEL_CHANNELS[level - 1]
+        channels = level_channels[level - 1]
         x = up(x, channels, f"focus_up{level}")
         x = keras.layers.Concatenate(name=f"focus_up{level}_concat")([focus_skips[level], x])
         x = _rb(x, channels, f"focus_decoder{level}")
-    x = up(x, FOCUS_LAST_UP_FILTERS, "focus_up0")
+    x = up(x, scale(FOCUS_LAST_UP_FILTERS), "focus_up0")
     x = keras.layers.Concatenate(name="focus_up0_concat")([stem, x])
     for i, filters in enumerate(HEAD_FILTERS, start=1):
         x = _rb(x, filters, f"head{i}")

@@ -97,9 +97,12 @@ class IsegModelConfig:
     num_classes: int = 4
     dropout: float = 0.2
     up_groups: int = 4
+    width: float = dataclasses.field(default=1.0, metadata={
+        "help": "channel-width multiplier (1 = the original; 0.25 is ~16x cheaper)"})
 
     def __post_init__(self):
         check_choice(self.levels, (2, 3), name="levels")
+        check_positive(self.width, name="width")
         _check_int(self.num_classes, "num_classes", minimum=2)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")
@@ -413,7 +416,7 @@ def build_model(model_config, channels):
 
     return build_focusnet3d((None, None, None, int(channels)), model_config.num_classes,
                             levels=model_config.levels, dropout=model_config.dropout,
-                            up_groups=model_config.up_groups)
+                            up_groups=model_config.up_groups, width=model_config.width)
 
 
 @dataclasses.dataclass

@@ -28,24 +28,27 @@ def _se(c):
     return 2 * c * (c // 16) + c // 16 + c
 
 
-def _original_trainable(levels, groups=4, classes=4):
-    n = 27 * 2 * 24  # initial_conv_block
-    n += _rb(24, 32) + _rb(32, 64) + _rb(64, 64)  # pool1, conv2, pool2
+def _original_trainable(levels, groups=4, classes=4, channels=2, width=1.0):
+    # With width < 1 every width except the head's 16/8/4 is scaled (c = 24, 32, 64, 128).
+    a, b, c, d = (round(k * width) for k in (24, 32, 64, 128))
+    n = 27 * channels * a  # initial_conv_block
+    n += _rb(a, b) + _rb(b, c) + _rb(c, c)  # pool1, conv2, pool2
     if levels == 3:
-        n += _rb(64, 128) + _rb(128, 128) + _rb(128, 256)  # conv3, pool3, conv4
-        n += _up(256, 128, groups) + _rb(256, 128)  # up_5, conv5
+        n += _rb(c, 2 * c) + _rb(2 * c, 2 * c) + _rb(2 * c, 4 * c)  # conv3, pool3, conv4
+        n += _up(4 * c, d, groups) + _rb(2 * c + d, d)  # up_5, conv5
     else:
-        n += _rb(64, 128)  # conv4
-    n += _up(128, 128, groups) + _rb(192, 128) + _up(128, 64, groups) + _rb(88, 64)
-    n += 343 * 2 * 64 + 64 + 2 * 64  # conv1r + bn1r
-    n += 2 * _rb(64, 64) + _se(64) + _rb(64, 128) + _rb(128, 128) + _se(128)  # levels 1, 2
+        n += _rb(c, 2 * c)  # conv4
+    n += _up(2 * c if levels == 2 else d, d, groups) + _rb(c + d, d)  # up_6, conv6
+    n += _up(d, c, groups) + _rb(a + c, c)  # up_7, conv7
+    n += 343 * channels * c + c + 2 * c  # conv1r + bn1r
+    n += 2 * _rb(c, c) + _se(c) + _rb(c, d) + _rb(d, d) + _se(d)  # levels 1, 2
     if levels == 3:
-        n += 2 * _rb(128, 128) + _se(128)  # block3, block30, se3
-    n += 2 * _rb(128, 128) + _se(128)  # block4, block40, se4
+        n += 2 * _rb(d, d) + _se(d)  # block3, block30, se3
+    n += 2 * _rb(d, d) + _se(d)  # block4, block40, se4
     if levels == 3:
-        n += _up(128, 128, groups) + _rb(256, 128)  # up2_5, conv2_5
-    n += _up(128, 128, groups) + _rb(256, 128) + _up(128, 64, groups) + _rb(128, 64)
-    n += _up(64, 32, groups) + _rb(96, 16) + _rb(16, 8) + _rb(8, 4)
+        n += _up(d, d, groups) + _rb(2 * d, d)  # up2_5, conv2_5
+    n += _up(d, d, groups) + _rb(2 * d, d) + _up(d, c, groups) + _rb(2 * c, c)
+    n += _up(c, b, groups) + _rb(c + b, 16) + _rb(16, 8) + _rb(8, 4)
     return n + 4 * classes + classes  # conv_class
 
 
@@ -110,11 +113,50 @@ class FocusNetLayoutTest(tf.test.TestCase, parameterized.TestCase):
             (dict(num_classes=0), "num_classes must be a positive"),
             (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
             (dict(up_groups=3), "up_groups must be a positive divisor of 32"),
+            (dict(width=0), "width must be a positive number"),
+            (dict(width=True), "width must be a positive number"),
+            (dict(width=0.2), r"leaves 13 channels at the squeeze-excite blocks.*width >= 0.25"),
+            (dict(width=0.3), r"up_groups=4 must divide .* width=0.3 gives \[10, 19, 38\]"),
+            (dict(width=0.75, levels=3, up_groups=32), r"gives \[24, 48\]"),
         ]
         for kwargs, message in cases:
             with self.subTest(kwargs=kwargs):
                 with self.assertRaisesRegex(ValueError, message):
                     build_focusnet3d(**kwargs)
+
+
+class FocusNetWidthTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.parameters((2, 0.25), (3, 0.25), (2, 0.5), (3, 0.75))
+    def test_scaled_widths_and_parameters(self, levels, width):
+        model = build_focusnet3d((None, None, None, 1), 4, levels=levels, width=width)
+        self.assertEqual(_trainable(model),
+                         _original_trainable(levels, channels=1, width=width))
+        self.assertLess(model.count_params(),
+                        build_focusnet3d((None, None, None, 1), 4, levels=levels)
+                        .count_params())
+        c = round(64 * width)
+        self.assertEqual(model.get_layer("gate1_add").output.shape[-1], c)
+        self.assertEqual(model.get_layer("focus_stem_conv").filters, c)
+        self.assertEqual(model.get_layer("head1_add").output.shape[-1], 16)  # head not scaled
+        self.assertEqual(model.get_layer("focus_up0_convt").filters, round(32 * width))
+
+    def test_width_one_is_the_original(self):
+        self.assertEqual(build_focusnet3d((64, 64, 64, 2), 4, width=1.0).count_params(),
+                         8976708)
+
+    def test_narrow_forward_and_round_trip(self):
+        keras.utils.set_random_seed(0)
+        model = build_focusnet3d((None, None, None, 1), 4, width=0.25)
+        data = np.random.default_rng(2).normal(size=(2, 16, 24, 16, 1)).astype("float32")
+        expected = model.predict_on_batch(data)
+        self.assertEqual(expected.shape, (2, 16, 24, 16, 4))
+        self.assertTrue(np.all(np.isfinite(expected)))
+        path = os.path.join(self.get_temp_dir(), "narrow.keras")
+        model.save(path)
+        restored = keras.saving.load_model(path)
+        self.assertEqual(restored.count_params(), model.count_params())
+        self.assertAllClose(restored.predict_on_batch(data), expected, atol=1e-5)
 
 
 class FocusNetRunTest(tf.test.TestCase, parameterized.TestCase):

@@ -78,6 +78,9 @@ class OptimiserTest(tf.test.TestCase):
             P.IsegDataConfig(crop_size=(64, 64))
         with self.assertRaisesRegex(ValueError, "levels"):
             P.IsegModelConfig(levels=4)
+        self.assertEqual(P.IsegModelConfig().width, 1.0)
+        with self.assertRaisesRegex(ValueError, "width must be a positive number"):
+            P.IsegModelConfig(width=0.0)
 
 
 class DiceCELossTest(tf.test.TestCase):
@@ -208,8 +211,9 @@ class EndToEndTest(tf.test.TestCase):
                 if epoch == 0:
                     raise KeyboardInterrupt("simulated interruption")
 
+        model = P.IsegModelConfig(width=0.25)
         with self.assertRaises(KeyboardInterrupt):
-            P.train_iseg(data, None, train, files=files, callbacks=[Interrupt()], verbose=0)
+            P.train_iseg(data, model, train, files=files, callbacks=[Interrupt()], verbose=0)
 
         started = []
 
@@ -217,7 +221,7 @@ class EndToEndTest(tf.test.TestCase):
             def on_epoch_begin(self, epoch, logs=None):
                 started.append(epoch)
 
-        result = P.train_iseg(data, None, train, files=files, callbacks=[Record()], verbose=0)
+        result = P.train_iseg(data, model, train, files=files, callbacks=[Record()], verbose=0)
         self.assertEqual(started, [1])  # resumed after the finished epoch 0
         self.assertEqual(result.channels, 2)
         with open(f"{tmp}/run/log.csv", newline="") as f:
@@ -230,7 +234,11 @@ class EndToEndTest(tf.test.TestCase):
         with open(f"{tmp}/run/config.json") as f:
             config = json.load(f)
         self.assertEqual(config["train"]["beta_1"], 0.97)
+        self.assertEqual(config["model"]["width"], 0.25)
         best = E.load_model(f"{tmp}/run/best.keras")
+        self.assertEqual(best.count_params(),
+                         P.build_model(P.IsegModelConfig(**config["model"]), 2).count_params())
+        self.assertLess(best.count_params(), P.build_model(P.IsegModelConfig(), 2).count_params())
         self.assertIsInstance(best.optimizer, P.AdamL2)
         self.assertAllClose(best.optimizer.l2, 6e-4)
         with self.assertRaisesRegex(FileNotFoundError, "missing.keras"):

@@ -9,8 +9,9 @@ Detection of one resampled, normalised volume (:func:`detect_volume`):
    ``max_candidates`` best (:func:`~keras_medseg.nodule3d.screening.boxes_from_probability_map`);
 3. stage 2 classifies a crop of its input size centred on every candidate (voxels outside
    the volume take ``pad_value``); a candidate's score is its largest non-background
-   stage-2 probability. With a regression head and ``use_regression``, the decoded lesion
-   centre replaces the candidate centre.
+   stage-2 probability (``score="cascade"``: times its stage-1 probability). With a
+   regression head and ``use_regression``, the decoded lesion centre replaces the candidate
+   centre.
 
 Scoring (:func:`evaluate_detections`) uses :mod:`keras_medseg.metrics.detection`: a
 candidate hits a lesion when its centre lies strictly within the lesion's radius (in mm),
@@ -40,7 +41,7 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from keras_medseg._checks import check_positive
+from keras_medseg._checks import check_choice, check_positive
 from keras_medseg.io.tables import group_by_series, read_series_csv
 from keras_medseg.io.volumes import NODULE3D_MEAN
 from keras_medseg.metrics import LUNA16_FP_RATES, froc, recall_at_threshold
@@ -71,6 +72,10 @@ class EvalConfig:
         default=100, metadata={"help": "candidates per scan after NMS (top-k)"})
     roi_size: tuple[int, ...] = dataclasses.field(
         default=(25, 60, 60), metadata={"help": "NMS box (z, y, x)"})
+    score: str = dataclasses.field(default="stage2", metadata={
+        "choices": ("stage2", "cascade"),
+        "help": "candidate score: stage2 (the paper) or cascade (stage-1 x stage-2 "
+                "probability)"})
     use_regression: bool = dataclasses.field(
         default=False, metadata={"help": "move candidates to the regressed centre"})
     batch_size: int = dataclasses.field(default=8, metadata={"help": "stage-2 crops per pass"})
@@ -86,6 +91,7 @@ class EvalConfig:
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1]; got {v!r}")
         check_positive(self.max_candidates, name="max_candidates")
+        check_choice(self.score, ("stage2", "cascade"), name="score")
         check_positive(self.batch_size, name="batch_size")
         check_positive(self.bootstrap, name="bootstrap", allow_zero=True)
         if len(self.roi_size) != 3 or any(int(s) < 1 for s in self.roi_size):
@@ -204,6 +210,8 @@ def detect_volume(screening_model, fp_model, volume, *, config=None, pad_value=A
     fg = p[:, 1:]
     labels = np.argmax(fg, axis=1) + 1
     scores = fg[np.arange(n), labels - 1].astype(np.float32)
+    if cfg.score == "cascade":
+        scores = scores * prop.scores.astype(np.float32)
     if reg is not None:
         rel, diam = decode_regression(reg, patch_size=size)
         if cfg.use_regression:

@@ -138,3 +138,12 @@ class DetectVolumeTest(tf.test.TestCase):
         self.assertAllClose(det.centres[0], (27, 101, 97))
         self.assertAllClose(det.scores, [0.6, 0.2])
         self.assertGreater(det.stage1_scores[1], det.stage1_scores[0])
+        # cascade score: the product of the two stages' probabilities
+        casc = detect_volume(_mean_screening_model(), _centre_voxel_fp_model(), vol,
+                             config=EvalConfig(max_candidates=10, score="cascade"))
+        expected = sorted(zip(det.scores * det.stage1_scores, map(tuple, det.centres)),
+                          reverse=True)
+        self.assertAllClose(casc.scores, [e[0] for e in expected], rtol=1e-6)
+        self.assertAllClose(casc.centres, [e[1] for e in expected])
+        with self.assertRaisesRegex(ValueError, "score"):
+            EvalConfig(score="mean")

@@ -28,7 +28,8 @@ def build_parser():
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--full", action="store_true",
                       help="larger sizes and more epochs than the quick default")
-    demo.add_argument("--force", action="store_true", help="re-run stages already finished")
+    demo.add_argument("--force", action="store_true",
+                      help="re-run stages already finished, from an empty stage folder")
     demo.add_argument("--list", action="store_true", help="list the stages and exit")
     demo.set_defaults(handler=_run_demo)
 

@@ -5,7 +5,9 @@ Examples
 python experiments/brainview/train_kfold.py --data runs/bv/data/atlasA runs/bv/data/atlasB \\
     --out runs/brainview/kfold --encoder-weights none --split blocks
 python experiments/brainview/train_kfold.py --icbm152 --out runs/brainview/icbm152 \\
-    --encoder-weights none --split blocks --image-size 128
+    --encoder-weights none --split blocks --block-size 10 --gap 2 --image-size 96 --epochs 40 \\
+    --learning-rate 1e-3 --k 0 --fine-tune-at 0 --augment --black-threshold 0.05 \\
+    --black-scale fraction --cache
 python experiments/brainview/train_kfold.py --nrrd nissl.nrrd --nrrd-axis 0 --nrrd-view coronal \\
     --data atlasA --out runs/brainview/merged
 """
@@ -27,6 +29,9 @@ def parse_args(argv=None):
     p.add_argument("--nrrd-view", default="coronal")
     p.add_argument("--icbm152", action="store_true",
                    help="add the real ICBM152 template cut in the three planes")
+    p.add_argument("--icbm152-keep-aspect", action="store_true",
+                   help="pad the ICBM152 slices to a common square field of view before "
+                        "resizing (default: stretch each to the square, as the original)")
     p.add_argument("--out", required=True, help="output folder")
     add_config_arguments(p, BrainviewConfig)
     return p.parse_args(argv)
@@ -37,7 +42,8 @@ def load_data(args, config, out):
     parts += [load_volume_views(v, out / "slices", axis=args.nrrd_axis, view=args.nrrd_view,
                                 size=config.image_size) for v in args.nrrd]
     if args.icbm152:
-        parts.append(icbm152_views(out / "slices", size=config.image_size))
+        parts.append(icbm152_views(out / "slices", size=config.image_size,
+                                   keep_aspect=args.icbm152_keep_aspect))
     if not parts:
         raise SystemExit("give at least one of --data, --nrrd, --icbm152")
     return ViewSlices.concat(*parts)

@@ -20,7 +20,7 @@ from keras_medseg.brainview.gradcam import (DEFAULT_LAYER, grad_cam, overlay_hea
                                             save_gradcam_figure)
 from keras_medseg.brainview.model import (BACKBONE, FINE_TUNE_AT, build_brainview_model,
                                           calibrate_batchnorm, compile_brainview_model,
-                                          trainable_backbone_layers)
+                                          trainable_backbone_layers, view_augmentation)
 
 __all__ = [
     "BACKBONE", "BrainviewConfig", "DEFAULT_LAYER", "ExperimentResult", "FINE_TUNE_AT",
@@ -29,5 +29,5 @@ __all__ = [
     "evaluate_model", "fold_summary", "grad_cam", "icbm152_views", "load_png_views",
     "load_volume_views", "make_dataset", "overlay_heatmap", "plot_confusion_matrix",
     "run_cross_dataset", "run_kfold", "save_gradcam_figure", "slice_volume",
-    "split_train_test", "train_model", "trainable_backbone_layers",
+    "split_train_test", "train_model", "trainable_backbone_layers", "view_augmentation",
 ]

@@ -178,11 +178,12 @@ def _check_size(size):
     return h, w
 
 
-def slice_volume(array, out_dir, *, name, axis, view, size=(512, 512), step=1, flip_rows=False):
+def slice_volume(array, out_dir, *, name, axis, view, size=(512, 512), step=1, flip_rows=False,
+                 pad_to=None):
     """Cut a 3D array into slices along ``axis`` and write each as an RGB PNG.
 
-    Each slice is min-max scaled to 0..255 on its own (a constant slice becomes all zeros),
-    resized to ``size`` and written to ``out_dir/<name>/<view>/<name>_<view>_<k:04d>.png``
+    Each slice is [padded,] min-max scaled to 0..255 on its own (a constant slice becomes all
+    zeros), resized to ``size`` and written to ``out_dir/<name>/<view>/<name>_<view>_<k:04d>.png``
     (``k`` the slice index). Existing files of the same name are replaced atomically.
 
     Parameters
@@ -201,6 +202,11 @@ def slice_volume(array, out_dir, *, name, axis, view, size=(512, 512), step=1, f
         Keep every ``step``-th slice.
     flip_rows : bool
         Flip each slice upside down (to put the superior/anterior side up).
+    pad_to : int, optional
+        Pad each slice, centred, with its minimum to a ``pad_to`` x ``pad_to`` square before
+        scaling and resizing, so the anatomy keeps its aspect ratio (and, with the same
+        ``pad_to`` for every axis, its size in pixels per millimetre). Must be at least the
+        slice's height and width.
 
     Returns
     -------
@@ -210,7 +216,7 @@ def slice_volume(array, out_dir, *, name, axis, view, size=(512, 512), step=1, f
     Raises
     ------
     ValueError
-        For a non-3D array, a bad axis, view, size or step, or a non-finite slice.
+        For a non-3D array, a bad axis, view, size, step or ``pad_to``, or a non-finite slice.
     """
     from PIL import Image
 
@@ -225,12 +231,21 @@ def slice_volume(array, out_dir, *, name, axis, view, size=(512, 512), step=1, f
     name = str(name)
     if not name or "/" in name or "\\" in name:
         raise ValueError(f"name must be a non-empty file-name-safe string; got {name!r}")
+    plane = [n for i, n in enumerate(arr.shape) if i != axis]
+    if pad_to is not None and (not isinstance(pad_to, numbers.Integral)
+                               or isinstance(pad_to, bool) or pad_to < max(plane)):
+        raise ValueError(f"pad_to must be an int >= the slice size {tuple(plane)}; "
+                         f"got {pad_to!r}")
     folder = Path(out_dir) / name / view
     paths, positions = [], []
     for k in range(0, arr.shape[axis], int(step)):
         sl = np.take(arr, k, axis=axis)
         if flip_rows:
             sl = sl[::-1]
+        if pad_to is not None:
+            before = [(int(pad_to) - n) // 2 for n in sl.shape]
+            sl = np.pad(sl, [(b, int(pad_to) - n - b) for b, n in zip(before, sl.shape)],
+                        constant_values=np.min(sl) if sl.size else 0)
         rgb = slice_to_rgb(sl, size=size)
         path = folder / f"{name}_{view}_{k:04d}.png"
         with atomic_path(path) as tmp:
@@ -267,13 +282,16 @@ def load_volume_views(path, out_dir, *, axis=0, view="coronal", size=(512, 512),
 _ICBM_AXES = (("horizontal", 0), ("coronal", 1), ("sagittal", 2))
 
 
-def icbm152_views(out_dir, *, size=(512, 512), step=1, name="icbm152", cache_dir=None,
-                  offline=None):
+def icbm152_views(out_dir, *, size=(512, 512), step=1, name="icbm152", keep_aspect=False,
+                  cache_dir=None, offline=None):
     """The real ICBM152 2009a T1 template cut in the three planes, as PNG slices.
 
     Horizontal slices are cut along array axis 0 (z), coronal along 1 (y), sagittal along 2
     (x); rows are flipped so the superior (or anterior) side is up. Slices outside the brain
-    are all zero: remove them with :func:`drop_near_black`.
+    are all zero: remove them with :func:`drop_near_black`. With ``keep_aspect`` every slice is
+    first padded to a square of the volume's largest side (233 voxels), so all views keep the
+    anatomy's aspect ratio and the same 1 mm voxel size, as a scanner's or microscope's images
+    of one brain would; without it each slice is stretched to the square ``size``.
 
     Parameters
     ----------
@@ -282,6 +300,8 @@ def icbm152_views(out_dir, *, size=(512, 512), step=1, name="icbm152", cache_dir
         As for :func:`slice_volume`.
     name : str
         Dataset name.
+    keep_aspect : bool
+        Pad to a common square field of view before resizing (see above).
     cache_dir, offline
         As for :func:`keras_medseg.sampledata.fetch.fetch`.
 
@@ -299,8 +319,9 @@ def icbm152_views(out_dir, *, size=(512, 512), step=1, name="icbm152", cache_dir
 
     volume = load_icbm152(cache_dir=cache_dir, offline=offline)
     array = volume.image.array
+    pad_to = int(max(array.shape)) if keep_aspect else None
     parts = [slice_volume(array, out_dir, name=name, axis=axis, view=view, size=size,
-                          step=step, flip_rows=True) for view, axis in _ICBM_AXES]
+                          step=step, flip_rows=True, pad_to=pad_to) for view, axis in _ICBM_AXES]
     return ViewSlices.concat(*parts)
 
 

@@ -26,7 +26,9 @@ from keras_medseg.brainview.data import (SPLIT_METHODS, VIEWS, block_groups,
                                          drop_near_black, make_dataset, split_train_test)
 from keras_medseg.brainview.gradcam import grad_cam, save_gradcam_figure
 from keras_medseg.brainview.model import (FINE_TUNE_AT, build_brainview_model,
-                                          calibrate_batchnorm, compile_brainview_model)
+                                          calibrate_batchnorm, compile_brainview_model,
+                                          view_augmentation)
+from keras_medseg.training.transfer import BatchNormCalibration
 from keras_medseg.io.splits import kfold
 from keras_medseg.metrics import classification_report
 from keras_medseg.training.reports import (evaluate_classifier, plot_accuracy_loss,
@@ -62,6 +64,9 @@ class BrainviewConfig:
     batch_size: int = 32
     epochs: int = 10
     learning_rate: float = 1e-4
+    lr_schedule: str = dataclasses.field(default="constant", metadata={
+        "choices": ("constant", "cosine"),
+        "help": "constant (original) or cosine decay to 1 %% over all training steps"})
     k: int = dataclasses.field(default=5, metadata={"help": "cross-validation folds (0: none)"})
     seed: int = dataclasses.field(default=15, metadata={"help": "random_state of the splits"})
     test_size: float = 0.2
@@ -79,7 +84,13 @@ class BrainviewConfig:
         default="imagenet", metadata={"help": "'imagenet', a weights file, or none"})
     fine_tune_at: str | None = FINE_TUNE_AT
     hidden_units: int = 128
+    augment: bool = dataclasses.field(default=False, metadata={
+        "help": "view-preserving augmentation in training (flips, small rotation, zoom, "
+                "shift); the original defined none"})
     calibrate_bn: bool = True
+    calibration_every: int = dataclasses.field(default=4, metadata={
+        "help": "without ImageNet weights: recompute the backbone's BatchNorm statistics "
+                "every this many training batches (0: once, before training)"})
     cache: bool = dataclasses.field(default=False, metadata={
         "help": "cache decoded images in memory (default: stream from disk every epoch)"})
     gradcam_per_class: int = 2
@@ -96,11 +107,13 @@ class BrainviewConfig:
             raise ValueError(f"k must be 0 (no cross-validation) or an int >= 2; got {self.k!r}")
         check_positive(self.learning_rate, name="learning_rate")
         check_choice(self.split, SPLIT_METHODS, name="split")
+        check_choice(self.lr_schedule, ("constant", "cosine"), name="lr_schedule")
         check_choice(self.black_scale, ("0-255", "fraction"), name="black_scale")
         check_choice(self.progress, ("keras", "tqdm", "none"), name="progress")
         if not 0 < self.test_size < 1:
             raise ValueError(f"test_size must be in (0, 1); got {self.test_size!r}")
-        for name in ("gap", "gradcam_per_class", "max_misclassified", "seed"):
+        for name in ("gap", "gradcam_per_class", "max_misclassified", "seed",
+                     "calibration_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative int; got "
                                  f"{getattr(self, name)!r}")
@@ -136,7 +149,9 @@ def _default_builder(config):
     return build_brainview_model(config.input_shape, len(VIEWS),
                                  encoder_weights=config.encoder_weights,
                                  fine_tune_at=config.fine_tune_point,
-                                 hidden_units=config.hidden_units)
+                                 hidden_units=config.hidden_units,
+                                 augmentation=view_augmentation(seed=config.seed)
+                                 if config.augment else None)
 
 
 def _calibration_images(data, config, n=64):
@@ -168,16 +183,31 @@ def train_model(train, *, config, run_dir=None, val=None, build_model=None, stag
         raise ValueError("train is empty")
     runner = Runner(run_dir, seed=config.seed, tensorboard=False, progress=config.progress)
     model = runner.build(build_model or _default_builder, config)
+    callbacks, calibration = [], None
     if config.encoder_weights is None and config.calibrate_bn:
-        calibrate_batchnorm(model, _calibration_images(train, config))
-    compile_brainview_model(model, learning_rate=config.learning_rate, runner=runner)
+        images = _calibration_images(train, config)
+        if config.calibration_every:
+            # the trainable part of a random backbone moves away from the statistics it was
+            # calibrated with: recompute them as training goes (and before validation)
+            calibration = BatchNormCalibration(model, images, every=config.calibration_every)
+            calibration.calibrate()
+            callbacks.append(calibration)
+        else:
+            calibrate_batchnorm(model, images)
+    decay_steps = None
+    if config.lr_schedule == "cosine":
+        decay_steps = config.epochs * -(-len(train) // config.batch_size)
+    compile_brainview_model(model, learning_rate=config.learning_rate, runner=runner,
+                            decay_steps=decay_steps)
     size = (config.image_size,) * 2
     train_ds = make_dataset(train, image_size=size, batch_size=config.batch_size, shuffle=True,
                             seed=config.seed, cache=config.cache)
     val_ds = None if val is None or len(val) == 0 else make_dataset(
         val, image_size=size, batch_size=config.batch_size, cache=config.cache)
     history = runner.fit(model, train_ds, val_ds, epochs=config.epochs, stage=stage,
-                         verbose=2 if config.progress == "keras" else 0)
+                         callbacks=callbacks, verbose=2 if config.progress == "keras" else 0)
+    if calibration is not None:
+        calibration.calibrate()
     return model, history
 
 

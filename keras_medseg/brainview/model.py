@@ -35,6 +35,7 @@ __all__ = [
     "calibrate_batchnorm",
     "compile_brainview_model",
     "trainable_backbone_layers",
+    "view_augmentation",
 ]
 
 BACKBONE = "efficientnetb0"
@@ -42,8 +43,26 @@ FINE_TUNE_AT = "block7a_project_conv"
 """First trainable backbone layer: the original trained the last 5 layers."""
 
 
+def view_augmentation(*, seed=None, rotation=0.05, zoom=0.1, shift=0.05):
+    """Augmentation layers that keep the view of a brain slice: left-right and up-down flips,
+    rotation by up to ``rotation`` of a turn, zoom and shift by up to ``zoom`` / ``shift`` of
+    the image size. Active only in training.
+
+    Returns
+    -------
+    list of keras layers
+    """
+    return [keras.layers.RandomFlip("horizontal_and_vertical", seed=seed, name="augment_flip"),
+            keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed,
+                                        name="augment_rotation"),
+            keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="augment_zoom"),
+            keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed,
+                                           name="augment_shift")]
+
+
 def build_brainview_model(input_shape=(512, 512, 3), num_classes=3, *, encoder_weights=None,
-                          fine_tune_at=FINE_TUNE_AT, hidden_units=128, name="brainview"):
+                          fine_tune_at=FINE_TUNE_AT, hidden_units=128, augmentation=None,
+                          name="brainview"):
     """Build the view classifier with the backbone trainable from ``fine_tune_at`` on.
 
     Parameters
@@ -59,6 +78,9 @@ def build_brainview_model(input_shape=(512, 512, 3), num_classes=3, *, encoder_w
         frozen; ``0`` trains all of it.
     hidden_units : int
         Width of the hidden Dense layer (128).
+    augmentation : None or sequence of keras layers
+        Training-time augmentation before the backbone (e.g. :func:`view_augmentation`);
+        the original used none.
     name : str
 
     Returns
@@ -74,7 +96,8 @@ def build_brainview_model(input_shape=(512, 512, 3), num_classes=3, *, encoder_w
     """
     model = build_transfer_classifier(BACKBONE, num_classes, input_shape=tuple(input_shape),
                                       dropout=0.0, encoder_weights=encoder_weights, head="mlp",
-                                      hidden_units=hidden_units, name=name)
+                                      hidden_units=hidden_units, augmentation=augmentation,
+                                      name=name)
     if fine_tune_at is not None:
         unfreeze_from(model, fine_tune_at)
     return model
@@ -86,17 +109,30 @@ def trainable_backbone_layers(model):
     return [la.name for la in backbone.layers if la.trainable and la.weights]
 
 
-def compile_brainview_model(model, *, learning_rate=1e-4, runner=None, jit_compile=False):
+def compile_brainview_model(model, *, learning_rate=1e-4, runner=None, jit_compile=False,
+                            decay_steps=None):
     """Compile with ``Adam(learning_rate)``, sparse categorical cross-entropy on logits and
     accuracy (inside ``runner``'s strategy scope when given); return the model.
 
+    ``decay_steps`` (optional, a positive int) replaces the constant learning rate with a
+    cosine decay from ``learning_rate`` to 1 % of it over that many training steps.
     ``jit_compile`` is passed to ``Model.compile`` (False by default: XLA compilation of
     EfficientNet costs more time on a CPU than the short brainview runs gain).
     """
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def optimizer():
+        rate = learning_rate
+        if decay_steps is not None:
+            if not isinstance(decay_steps, int) or decay_steps < 1:
+                raise ValueError(f"decay_steps must be a positive int; got {decay_steps!r}")
+            rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps,
+                                                          alpha=0.01)
+        return keras.optimizers.Adam(rate)
+
     if runner is not None:
-        return runner.compile(model, optimizer=lambda: keras.optimizers.Adam(learning_rate),
-                              loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss,
-                  metrics=["accuracy"], jit_compile=jit_compile)
+        return runner.compile(model, optimizer=optimizer, loss=loss, metrics=["accuracy"],
+                              jit_compile=jit_compile)
+    model.compile(optimizer=optimizer(), loss=loss, metrics=["accuracy"],
+                  jit_compile=jit_compile)
     return model

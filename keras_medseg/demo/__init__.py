@@ -12,6 +12,7 @@ import dataclasses
 import html
 import importlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -100,6 +101,10 @@ def run_demo(out_dir="runs/demo", *, stages=None, seed=0, quick=True, force=Fals
             results[stage.name] = _load_result(marker)
             continue
         log(f"[demo] {stage.name}: {stage.description}")
+        if force and stage_dir.exists():
+            # a forced re-run starts from scratch: the stages' runners would otherwise
+            # resume (or skip) training finished in this folder
+            shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         result = stage.func(stage_dir, seed=seed, quick=quick)

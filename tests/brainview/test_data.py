@@ -54,6 +54,22 @@ class SliceVolumeTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, "view"):
             bvdata.slice_volume(vol, self.get_temp_dir(), name="v", axis=0, view="axial")
 
+    def test_pad_to_keeps_aspect_and_centres(self):
+        vol = np.random.default_rng(1).uniform(1, 2, (3, 4, 8))
+        out = self.get_temp_dir()
+        s = bvdata.slice_volume(vol, out, name="p", axis=0, view="horizontal", size=8,
+                                pad_to=8)
+        img = read_image(s.paths[1])[..., 0]
+        self.assertEqual(img.shape, (8, 8))
+        np.testing.assert_array_equal(img[:2], 0)       # padded rows (the slice minimum)
+        np.testing.assert_array_equal(img[6:], 0)
+        sl = vol[1]
+        expected = np.rint((sl - sl.min()) * 255.0 / (sl.max() - sl.min())).astype(np.uint8)
+        np.testing.assert_array_equal(img[2:6], expected)
+        with self.assertRaisesRegex(ValueError, "pad_to"):
+            bvdata.slice_volume(vol, out, name="p", axis=0, view="horizontal", size=8,
+                                pad_to=5)
+
     def test_near_black_filter_threshold_scale(self):
         vol = np.zeros((3, 8, 8))
         vol[1, :4] = 1.0   # mean 127.5 on the 0..255 scale

@@ -2,6 +2,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -69,6 +70,26 @@ class KFoldEndToEndTest(tf.test.TestCase):
         n_wrong = round((1 - res["test"]["accuracy"]) * res["test"]["n"])
         self.assertEqual(len(os.listdir(wrong)) if os.path.isdir(wrong) else 0,
                          min(n_wrong, 3))
+
+    def test_augmented_whole_backbone_recalibrates_batchnorm(self):
+        # the offline recipe: whole backbone trainable, augmentation, BatchNorm statistics
+        # recomputed during training and once more at the end
+        root = self.get_temp_dir()
+        sample = generate_brainview(os.path.join(root, "data3"), seed=2, image_size=32,
+                                    slices_per_view=4, volume_shape=(32, 20, 26),
+                                    datasets=("atlasA",))
+        data = bv.load_png_views(sample.datasets["atlasA"])
+        config = _tiny_config(k=0, fine_tune_at="0", augment=True, calibration_every=1)
+        model, _ = bv.train_model(data, config=config, run_dir=os.path.join(root, "aug"))
+        self.assertIn("augment_flip", [la.name for la in model.layers])
+        backbone = model.get_layer("backbone").layer
+        bn = backbone.get_layer("stem_bn")
+        images = bv.experiment._calibration_images(data, config)
+        stem = keras.Model(backbone.input, backbone.get_layer("stem_conv").output)
+        x = np.asarray(stem(model.get_layer("preprocess")(images)))
+        # the statistics match the trained weights (not those at the start of training)
+        self.assertAllClose(bn.moving_mean.numpy(), x.mean(axis=(0, 1, 2)), rtol=1e-3,
+                            atol=1e-4)
 
     def test_cross_dataset(self):
         root = self.get_temp_dir()

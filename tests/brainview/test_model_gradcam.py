@@ -55,6 +55,45 @@ class ModelTest(tf.test.TestCase):
             bvmodel.calibrate_batchnorm(m, images[0])
 
 
+class AugmentationTest(tf.test.TestCase):
+
+    def test_view_augmentation_only_in_training_and_keeps_shape(self):
+        keras.utils.set_random_seed(0)
+        aug = bvmodel.view_augmentation(seed=3)
+        m = bvmodel.build_brainview_model((32, 32, 3), augmentation=aug, fine_tune_at=0)
+        names = [la.name for la in m.layers]
+        self.assertEqual(names[1:5], ["augment_flip", "augment_rotation", "augment_zoom",
+                                      "augment_shift"])
+        x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        pipeline = keras.Sequential(aug)
+        self.assertAllEqual(np.asarray(pipeline(x, training=False)), x)
+        moved = np.asarray(pipeline(x, training=True))
+        self.assertEqual(moved.shape, x.shape)
+        self.assertGreater(np.abs(moved - x).mean(), 1.0)
+        # the whole backbone trains with fine_tune_at=0
+        self.assertTrue(all(la.trainable for la in get_backbone(m).layers))
+
+    def test_cosine_decay_schedule(self):
+        m = bvmodel.build_brainview_model((32, 32, 3))
+        bvmodel.compile_brainview_model(m, learning_rate=1e-3, decay_steps=10)
+        schedule = m.optimizer._learning_rate
+        self.assertIsInstance(schedule, keras.optimizers.schedules.CosineDecay)
+        self.assertAllClose(float(schedule(0)), 1e-3)
+        self.assertAllClose(float(schedule(5)), 1e-3 * (0.01 + 0.99 * 0.5))
+        self.assertAllClose(float(schedule(10)), 1e-5)
+        with self.assertRaisesRegex(ValueError, "decay_steps"):
+            bvmodel.compile_brainview_model(m, decay_steps=0)
+
+    def test_config_checks_calibration_every(self):
+        from keras_medseg.brainview import BrainviewConfig
+
+        with self.assertRaisesRegex(ValueError, "calibration_every"):
+            BrainviewConfig(calibration_every=-1)
+        with self.assertRaisesRegex(ValueError, "lr_schedule"):
+            BrainviewConfig(lr_schedule="step")
+        self.assertFalse(BrainviewConfig().augment)
+
+
 def _planted_model(size=16, region=(slice(2, 6), slice(9, 14))):
     """A toy model whose class-1 score depends only on the image inside ``region``.
 

@@ -54,8 +54,13 @@ class DemoRegistryTest(tf.test.TestCase):
         demo.run_demo(out, seed=3, log=lambda *_: None)
         self.assertEqual(calls, [3])
         self.assertIn("A curve", report.read_text())
+        stale = report.parent / "toy" / "left_over.txt"
+        stale.write_text("from the earlier run")
         demo.run_demo(out, seed=4, force=True, log=lambda *_: None)
         self.assertEqual(calls, [3, 4])
+        # a forced re-run starts from an empty stage folder (nothing resumed from before)
+        self.assertFalse(stale.exists())
+        self.assertIn("toy stage seed 4", report.read_text())
 
     def test_unknown_stage_is_a_clear_error(self):
         demo.register_stage("toy", description="toy")(_toy_stage([]))

@@ -119,16 +119,15 @@ def compile_brainview_model(model, *, learning_rate=1e-4, runner=None, jit_compi
     ``jit_compile`` is passed to ``Model.compile`` (False by default: XLA compilation of
     EfficientNet costs more time on a CPU than the short brainview runs gain).
     """
+    if decay_steps is not None and (not isinstance(decay_steps, int) or decay_steps < 1):
+        raise ValueError(f"decay_steps must be a positive int; got {decay_steps!r}")
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def optimizer():
-        rate = learning_rate
-        if decay_steps is not None:
-            if not isinstance(decay_steps, int) or decay_steps < 1:
-                raise ValueError(f"decay_steps must be a positive int; got {decay_steps!r}")
-            rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps,
-                                                          alpha=0.01)
-        return keras.optimizers.Adam(rate)
+        if decay_steps is None:
+            return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps, alpha=0.01))
 
     if runner is not None:
         return runner.compile(model, optimizer=optimizer, loss=loss, metrics=["accuracy"],

@@ -23,19 +23,19 @@ from keras_medseg.iseg import evaluation as E
 from keras_medseg.iseg import pipeline as P
 from keras_medseg.utils import markdown_table, write_text
 
-__all__ = ["QUICK", "FULL", "run", "run_synthetic", "run_icbm152"]
+__all__ = ["QUICK", "FULL", "WIDTH", "run", "run_synthetic", "run_icbm152"]
 
+WIDTH = 0.25
+"""FocusNet channel-width multiplier of every demo model (1 = the original)."""
 QUICK = {
     "synthetic": dict(n_subjects=4, shape=(40, 48, 40), crop=(24, 24, 24), batch=2, repeats=2,
-                      epochs=16, lr=1e-3, width=0.25),
-    "icbm152": dict(downsample=3, crop=(24, 24, 24), batch=2, repeats=8, epochs=16, lr=1e-3,
-                    width=0.25),
+                      epochs=16, lr=1e-3),
+    "icbm152": dict(downsample=3, crop=(24, 24, 24), batch=2, repeats=8, epochs=16, lr=1e-3),
 }
 FULL = {
     "synthetic": dict(n_subjects=6, shape=(64, 80, 72), crop=(32, 32, 32), batch=4, repeats=4,
-                      epochs=20, lr=1e-3, width=0.25),
-    "icbm152": dict(downsample=2, crop=(32, 32, 32), batch=4, repeats=36, epochs=10, lr=1e-3,
-                    width=0.25),
+                      epochs=20, lr=1e-3),
+    "icbm152": dict(downsample=2, crop=(32, 32, 32), batch=4, repeats=36, epochs=10, lr=1e-3),
 }
 
 
@@ -45,7 +45,7 @@ def _configs(settings, run_dir, seed, val_fraction):
     train = P.IsegTrainConfig(run_dir=str(run_dir), epochs=settings["epochs"],
                               learning_rate=settings["lr"], val_every=settings["epochs"],
                               seed=seed, progress="none", tensorboard=False)
-    return data, P.IsegModelConfig(width=settings["width"]), train
+    return data, P.IsegModelConfig(width=WIDTH), train
 
 
 def run_synthetic(stage_dir, settings, seed):
@@ -97,7 +97,7 @@ def run(stage_dir, *, seed=0, quick=True):
     write_text(stage_dir / "metrics.md", markdown_table(rows))
     s, i = settings["synthetic"], settings["icbm152"]
     summary = (
-        f"FocusNet model 1 at {s['width']:g} of the original's channel widths "
+        f"FocusNet model 1 at {WIDTH:g} of the original's channel widths "
         f"({syn.model.count_params():,} parameters), the original's optimiser "
         f"(Adam with PyTorch-style L2 weight decay 6e-4, betas 0.97/0.999) at learning rate "
         f"{s['lr']:g}, cross-entropy, sliding-window inference with Gaussian blending of "

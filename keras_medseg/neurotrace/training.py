@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -649,7 +650,9 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
     write_json(run_dir / "feature_scale.json", {"scale": scale.tolist()})
     feats = normalise_by_maxima(data.features, scale).astype(np.float32)
     y = data.labels
-    weights = class_weights(y[sides["train"]], tc.class_weight)
+    # every stage trains with the same class weights (None unless "balanced")
+    fit_stage = functools.partial(_fit_stage,
+                                  class_weight=class_weights(y[sides["train"]], tc.class_weight))
 
     # Stage 1: 3D-ResNet-10 on image blocks.
     log("stage resnet: 3D-ResNet-10 on image blocks")
@@ -658,21 +661,19 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
                       batch_size=tc.resnet_batch_size, shuffle=True, seed=tc.seed)
     va = BlockBatches(data.images[sides["val"]], y[sides["val"]],
                       batch_size=tc.resnet_batch_size)
-    resnet, _, _ = _fit_stage(
+    resnet, _, _ = fit_stage(
         runner, lambda: M.build_resnet10(width=mc.width, dropout=mc.dropout), tr, None, va, None,
         learning_rate=tc.resnet_learning_rate, epochs=tc.resnet_epochs,
-        batch_size=tc.resnet_batch_size, weight_decay=tc.resnet_weight_decay, stage="resnet",
-            class_weight=weights)
+        batch_size=tc.resnet_batch_size, weight_decay=tc.resnet_weight_decay, stage="resnet")
 
     # Stage 2: FCN on the normalised L-Measure features.
     log("stage fcn: FCN on L-Measure features")
     runner = _stage_runner(run_dir, "fcn", tc, tc.seed + 1)
-    fcn, _, _ = _fit_stage(
+    fcn, _, _ = fit_stage(
         runner, lambda: M.build_fcn(feats.shape[1], units=mc.fcn_units),
         feats[sides["train"]], y[sides["train"]], feats[sides["val"]], y[sides["val"]],
         learning_rate=tc.fcn_learning_rate, epochs=tc.fcn_epochs,
-        batch_size=tc.fcn_batch_size, stage="fcn",
-            class_weight=weights)
+        batch_size=tc.fcn_batch_size, stage="fcn")
 
     # Frozen base networks in inference mode: their probabilities for every block.
     base_p = {"resnet": _softmax(resnet.predict(
@@ -690,15 +691,14 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
     for k, (head, base) in enumerate((("image_head", "resnet"), ("feature_head", "fcn"))):
         log(f"stage {head}: LSTM over {base} probabilities ({train_protocol} history)")
         runner = _stage_runner(run_dir, head, tc, tc.seed + 2 + k)
-        heads[head], _, _ = _fit_stage(
+        heads[head], _, _ = fit_stage(
             runner, lambda: M.build_sequence_head(dc.sequence_length, units=mc.lstm_units,
                                                   num_layers=mc.lstm_layers, name=head),
             head_inputs(base, "train", train_protocol), y[sides["train"]],
             head_inputs(base, "val", train_protocol), y[sides["val"]],
             learning_rate=getattr(tc, f"{head}_learning_rate"),
             epochs=getattr(tc, f"{head}_epochs"), batch_size=getattr(tc, f"{head}_batch_size"),
-            stage=head,
-            class_weight=weights)
+            stage=head)
 
     def head_logits(side, protocol):
         return [heads[h].predict(head_inputs(b, side, protocol), batch_size=256, verbose=0)
@@ -710,12 +710,11 @@ def train_3dssm(data, *, data_config=None, model_config=None, train_config=None,
     for r in range(tc.fusion_repeats):
         log(f"stage fusion_{r}: fresh fusion model (repeat {r + 1}/{tc.fusion_repeats})")
         runner = _stage_runner(run_dir, f"fusion_{r}", tc, tc.seed + 10 + r)
-        model, history, best = _fit_stage(
+        model, history, best = fit_stage(
             runner, lambda: M.build_fusion(units=mc.fusion_units),
             fusion_in["train"], y[sides["train"]], fusion_in["val"], y[sides["val"]],
             learning_rate=tc.fusion_learning_rate, epochs=tc.fusion_epochs,
-            batch_size=tc.fusion_batch_size, stage=f"fusion_{r}",
-            class_weight=weights)
+            batch_size=tc.fusion_batch_size, stage=f"fusion_{r}")
         value = best.get("best")
         if value is None:  # no run folder writes: take the last validation value
             value = history.get(tc.monitor, [math.nan])[-1]

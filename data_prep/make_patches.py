@@ -38,6 +38,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--score-threshold", type=float, default=0.8,
                         help="stage 2: stage-1 score threshold of candidates (default 0.8)")
+    parser.add_argument("--jitter-in-lesion", action="store_true",
+                        help="keep jittered positives centred inside their lesion (default: "
+                             "the original's shifts of up to 5 voxels per axis)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.stage == 2 and args.model is None:
@@ -54,12 +57,14 @@ def main(argv=None):
             if args.stage == 1:
                 path = make_stage1_patches(series_csv, args.out_dir, patch_csv=args.patch_csv,
                                            classes=args.classes, seed=args.seed,
+                                           jitter_in_lesion=args.jitter_in_lesion,
                                            progress=not args.quiet)
             else:
                 path = make_stage2_patches(series_csv, args.model, args.out_dir,
                                            patch_csv=args.patch_csv, classes=args.classes,
                                            seed=args.seed,
                                            score_threshold=args.score_threshold,
+                                           jitter_in_lesion=args.jitter_in_lesion,
                                            progress=not args.quiet)
             print(path)
     except (OSError, ValueError) as exc:

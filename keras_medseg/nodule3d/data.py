@@ -436,10 +436,18 @@ def _inside(centre, size, shape):
     return bool(np.all(start >= 0) and np.all(stop <= np.asarray(shape)))
 
 
-def plan_positives(lesions, shape, size, rng, *, n_jitter=4, max_jitter=5):
+def plan_positives(lesions, shape, size, rng, *, n_jitter=4, max_jitter=5,
+                   jitter_in_lesion=False, spacing=(1.0, 1.0, 1.0), default_diameter=10.0):
     """Positive patch centres: each lesion rounded to the nearest voxel, then ``n_jitter``
     copies shifted by integers drawn uniformly from ``[-max_jitter, max_jitter]`` per axis.
     Patches crossing the border of ``shape`` are dropped.
+
+    With ``jitter_in_lesion`` the shift is drawn uniformly from the integer shifts of that
+    cube that keep the copy's centre inside the lesion (``|shift * spacing| <= diameter /
+    2``; the zero shift when no other one does), so every positive patch is centred in its
+    lesion, as a detection must be to count as a hit. The original jitters every lesion by
+    up to 5 voxels per axis, which for a lesion smaller than ~10 mm labels patches centred
+    outside it as positive and teaches stage 1 to fire beside small lesions.
 
     Parameters
     ----------
@@ -447,6 +455,12 @@ def plan_positives(lesions, shape, size, rng, *, n_jitter=4, max_jitter=5):
     shape, size : 3 ints
         Volume and patch shape (z, y, x).
     rng : numpy.random.Generator
+    n_jitter, max_jitter : int
+    jitter_in_lesion : bool
+    spacing : 3 floats
+        Voxel size (mm) of the grid, for ``jitter_in_lesion``.
+    default_diameter : float
+        Diameter (mm) of lesions without one, for ``jitter_in_lesion``.
 
     Returns
     -------
@@ -456,9 +470,18 @@ def plan_positives(lesions, shape, size, rng, *, n_jitter=4, max_jitter=5):
     n_jitter = _check_int(n_jitter, "n_jitter", 0)
     max_jitter = _check_int(max_jitter, "max_jitter", 0)
     out = []
+    if jitter_in_lesion:
+        grid = np.arange(-max_jitter, max_jitter + 1)
+        cube = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), axis=-1).reshape(-1, 3)
+        length = np.linalg.norm(cube * np.asarray(spacing, dtype=np.float64), axis=1)
     for centre, name, diameter in lesions:
         c = np.floor(np.asarray(centre, dtype=np.float64) + 0.5).astype(np.int64)
-        offsets = rng.integers(-max_jitter, max_jitter + 1, size=(n_jitter, 3))
+        if jitter_in_lesion:
+            d = default_diameter if diameter is None else float(diameter)
+            allowed = cube[length <= d / 2.0]          # always holds the zero shift
+            offsets = allowed[rng.integers(0, len(allowed), size=n_jitter)]
+        else:
+            offsets = rng.integers(-max_jitter, max_jitter + 1, size=(n_jitter, 3))
         for kind, cc in [("op", c)] + [("rp", c + o) for o in offsets]:
             if _inside(cc, size, shape):
                 out.append(PatchSample(tuple(int(v) for v in cc), name, kind, diameter))
@@ -597,7 +620,8 @@ def _write_mapping(out, rows, classes):
 
 def make_stage1_patches(series_csv, out_dir, *, patch_csv=None, classes=None, seed=0,
                         patch_size=STAGE1_PATCH, n_jitter=4, max_jitter=5, negative_ratio=3,
-                        default_diameter=10.0, spacing=1.0, progress=True):
+                        default_diameter=10.0, spacing=1.0, jitter_in_lesion=False,
+                        progress=True):
     """Candidate-screening training patches of every series of a series CSV.
 
     Per series: the lesion centres are mapped to the resampled grid
@@ -630,6 +654,8 @@ def make_stage1_patches(series_csv, out_dir, *, patch_csv=None, classes=None, se
         Diameter (mm) assumed for lesions without one when keeping negatives clear.
     spacing : float
         Resampled voxel size in mm.
+    jitter_in_lesion : bool
+        Keep jittered centres inside their lesion (:func:`plan_positives`).
     progress : bool
         Show a tqdm progress bar.
 
@@ -647,6 +673,8 @@ def make_stage1_patches(series_csv, out_dir, *, patch_csv=None, classes=None, se
     settings = dict(stage=1, seed=seed, patch_size=patch_size, n_jitter=n_jitter,
                     max_jitter=max_jitter, negative_ratio=negative_ratio,
                     default_diameter=default_diameter, spacing=spacing)
+    if jitter_in_lesion:       # only then: folders of earlier runs keep their names
+        settings["jitter_in_lesion"] = True
     root = out / "patches" / f"stage1_{_settings_hash(settings)}"
     _write_mapping(out, rows, classes)
     patch_rows = []
@@ -661,7 +689,8 @@ def make_stage1_patches(series_csv, out_dir, *, patch_csv=None, classes=None, se
         lesions = _lesions_of(series, lesion_rows)
         rng = _rng(seed, 1, _crc(Path(path).resolve()))
         positives = plan_positives(lesions, series.shape, patch_size, rng, n_jitter=n_jitter,
-                                   max_jitter=max_jitter)
+                                   max_jitter=max_jitter, jitter_in_lesion=jitter_in_lesion,
+                                   spacing=series.spacing, default_diameter=default_diameter)
         negatives = plan_negatives(negative_ratio * len(positives), lesions, series.shape,
                                    patch_size, rng, spacing=series.spacing,
                                    default_diameter=default_diameter)
@@ -781,7 +810,8 @@ def _load_model(model):
 def make_stage2_patches(series_csv, model, out_dir, *, patch_csv=None, classes=None, seed=0,
                         patch_size=STAGE2_PATCH, n_jitter=4, max_jitter=5, fp_ratio=3,
                         score_threshold=0.8, iou_threshold=0.5, nms_size=STAGE2_PATCH,
-                        default_diameter=10.0, spacing=1.0, progress=True):
+                        default_diameter=10.0, spacing=1.0, jitter_in_lesion=False,
+                        progress=True):
     """False-positive-reduction training patches, mined with a stage-1 model.
 
     Every lesion of every series gives a centred patch and ``n_jitter`` jittered copies.
@@ -800,7 +830,7 @@ def make_stage2_patches(series_csv, model, out_dir, *, patch_csv=None, classes=N
         or a screening callable (see :func:`screening_candidates`). A callable may carry a
         ``fingerprint`` attribute (str) that identifies it for resuming.
     out_dir, patch_csv, classes, seed, n_jitter, max_jitter, default_diameter, spacing,
-    progress
+    jitter_in_lesion, progress
         As in :func:`make_stage1_patches`.
     patch_size : 3 ints
         Default (25, 60, 60).
@@ -828,6 +858,8 @@ def make_stage2_patches(series_csv, model, out_dir, *, patch_csv=None, classes=N
                     iou_threshold=iou_threshold, nms_size=list(nms_size),
                     default_diameter=default_diameter, spacing=spacing,
                     model=_model_fingerprint(model))
+    if jitter_in_lesion:
+        settings["jitter_in_lesion"] = True
     root = out / "patches" / f"stage2_{_settings_hash(settings)}"
     _write_mapping(out, rows, classes)
     n_lesions = sum(len(v) for v in by_series.values())
@@ -849,7 +881,8 @@ def make_stage2_patches(series_csv, model, out_dir, *, patch_csv=None, classes=N
         lesions = _lesions_of(series, lesion_rows)
         rng = _rng(seed, 2, _crc(Path(path).resolve()))
         samples = plan_positives(lesions, series.shape, patch_size, rng, n_jitter=n_jitter,
-                                 max_jitter=max_jitter)
+                                 max_jitter=max_jitter, jitter_in_lesion=jitter_in_lesion,
+                                 spacing=series.spacing, default_diameter=default_diameter)
         if mine:
             if loaded is None:
                 loaded = _load_model(model)

@@ -57,6 +57,9 @@ class PipelineConfig:
     seed: int = dataclasses.field(default=0, metadata={"help": "split and sampling seed"})
     n_jitter: int = dataclasses.field(default=4, metadata={"help": "jittered copies/lesion"})
     max_jitter: int = 5
+    jitter_in_lesion: bool = dataclasses.field(default=False, metadata={
+        "help": "jittered positives stay centred inside their lesion (the original jitters "
+                "every lesion by up to max_jitter voxels, off small lesions)"})
     negative_ratio: int = dataclasses.field(default=3, metadata={"help": "stage-1 negatives"})
     fp_ratio: int = dataclasses.field(default=3, metadata={"help": "stage-2 FPs per positive"})
     mining_threshold: float = dataclasses.field(
@@ -176,6 +179,8 @@ def run_fold(fold, out_dir, *, pipeline=None, stage1=None, stage2=None, evaluati
     fdir = out / f"fold{fold}"
     steps = _Steps(fdir / "steps", log)
     common = dict(seed=p.seed, n_jitter=p.n_jitter, max_jitter=p.max_jitter, spacing=p.spacing)
+    if p.jitter_in_lesion:     # only then: step records of earlier runs stay valid
+        common["jitter_in_lesion"] = True
     cls = str(classes) if classes is not None and not isinstance(classes, dict) else classes
 
     s1_csv, d1 = steps.run("stage1_patches", dict(fold=fold, classes=cls, **common,

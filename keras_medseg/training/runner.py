@@ -21,6 +21,7 @@ moments) restarts. Under a multi-worker strategy only the chief writes these fil
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -37,8 +38,8 @@ from keras_medseg.training.callbacks import (
     read_csv_log,
 )
 from keras_medseg.training.distribute import get_strategy, is_chief
-from keras_medseg.training.config import save_config
-from keras_medseg.utils import atomic_path, write_json, write_text
+from keras_medseg.training.config import config_to_dict, save_config
+from keras_medseg.utils import _json_default, atomic_path, write_json, write_text
 
 __all__ = ["Runner", "train"]
 
@@ -150,10 +151,47 @@ class Runner:
     # -- run metadata -----------------------------------------------------------------------
     def save_config(self, **sections):
         """Write the resolved configs to ``run_dir/config.json`` (see
-        :func:`keras_medseg.training.config.save_config`); returns the path or None."""
+        :func:`keras_medseg.training.config.save_config`); returns the path or None.
+
+        Raises
+        ------
+        ValueError
+            When resuming a run folder that holds training state (finished stages or a
+            backup) of a run whose ``config.json`` has other settings: resuming would reuse
+            its weights and skip its finished stages. Settings that do not change the
+            result (:data:`RESUME_FREE_KEYS`) may differ.
+        """
         if not self._writes():
             return None
+        if self.resume:
+            self._check_same_settings(sections)
         return save_config(self.run_dir, **sections)
+
+    #: Config keys that may change between a run and its resumption.
+    RESUME_FREE_KEYS = frozenset({"progress", "tensorboard", "resume", "strategy", "verbose",
+                                  "run_eagerly"})
+
+    def _check_same_settings(self, sections):
+        path = self.run_dir / "config.json"
+        state = [self.run_dir / "stages", self.run_dir / "backup"]
+        if not path.is_file() or not any(d.is_dir() and any(d.iterdir()) for d in state):
+            return
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return                      # unreadable: nothing to compare with, overwritten
+        new = {name: config_to_dict(v) if dataclasses.is_dataclass(v) else v
+               for name, v in sections.items()}
+        new = json.loads(json.dumps(new, default=_json_default))   # as stored: tuples -> lists
+        old.pop("versions", None)
+        changed = _differences(old, new, self.RESUME_FREE_KEYS)
+        if changed:
+            shown = "; ".join(changed[:5]) + (f"; ... ({len(changed)} in all)"
+                                                if len(changed) > 5 else "")
+            raise ValueError(
+                f"run folder {str(self.run_dir)!r} holds a run with other settings ({shown}); "
+                f"resuming it would reuse its trained weights. Use another run folder, or "
+                f"resume=False to train again from scratch in it")
 
     def save_splits(self, splits):
         """Write ``run_dir/splits/<name>.txt``, one item (file name, id) per line.
@@ -326,6 +364,25 @@ class Runner:
         logger = EpochCSVLogger(None, stage=stage)
         logger.rows = rows
         return logger.history()
+
+
+def _differences(old, new, free, prefix=""):
+    """``"key: old -> new"`` for every leaf that differs, keys in ``free`` excepted."""
+    out = []
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if key in free:
+                continue
+            name = f"{prefix}{key}"
+            if key not in old or key not in new:
+                before = repr(old[key]) if key in old else "missing"
+                after = repr(new[key]) if key in new else "missing"
+                out.append(f"{name}: {before} -> {after}")
+            else:
+                out += _differences(old[key], new[key], free, prefix=name + ".")
+    elif old != new:
+        out.append(f"{prefix.rstrip('.')}: {old!r} -> {new!r}")
+    return out
 
 
 def _all_stages(rows):

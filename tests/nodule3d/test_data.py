@@ -308,6 +308,64 @@ class Stage1Test(tf.test.TestCase):
                                                max_tries=50), [])
 
 
+class JitterInLesionTest(tf.test.TestCase):
+    """``jitter_in_lesion``: jittered centres stay inside the lesion sphere."""
+
+    LESIONS = [((20.0, 30.0, 30.0), "nodule", 4.6), ((20.0, 30.0, 60.0), "nodule", 12.0),
+               ((20.0, 60.0, 30.0), "nodule", 1.0), ((20.0, 60.0, 60.0), "nodule", None)]
+
+    def _offsets(self, lesion, **kwargs):
+        rng = np.random.default_rng(3)
+        samples = nd.plan_positives([lesion], (40, 90, 90), (15, 30, 30), rng, n_jitter=400,
+                                    max_jitter=5, **kwargs)
+        centre = np.floor(np.asarray(lesion[0]) + 0.5)
+        self.assertEqual([s.kind for s in samples], ["op"] + ["rp"] * 400)
+        return np.array([s.centre for s in samples[1:]]) - centre
+
+    def test_inside_the_sphere_and_covering_it(self):
+        spacing = (2.0, 1.0, 1.0)
+        for lesion in self.LESIONS:
+            d = 10.0 if lesion[2] is None else lesion[2]
+            off = self._offsets(lesion, jitter_in_lesion=True, spacing=spacing,
+                                default_diameter=10.0)
+            length = np.linalg.norm(off * np.asarray(spacing), axis=1)
+            self.assertLessEqual(length.max(), d / 2 + 1e-9)
+            self.assertLessEqual(np.abs(off).max(), 5)
+            # the drawn shifts are the allowed integer shifts of the cube (brute force)
+            allowed = {(z, y, x) for z in range(-5, 6) for y in range(-5, 6)
+                       for x in range(-5, 6) if np.sqrt((2 * z) ** 2 + y ** 2 + x ** 2) <= d / 2}
+            drawn = {tuple(int(v) for v in o) for o in off}
+            self.assertContainsSubset(drawn, allowed)
+            if len(allowed) <= 40:
+                self.assertEqual(drawn, allowed)
+        # a lesion smaller than a voxel keeps the centred patch only
+        off = self._offsets(self.LESIONS[2], jitter_in_lesion=True)
+        self.assertAllEqual(off, np.zeros_like(off))
+
+    def test_default_is_the_original_uniform_cube(self):
+        off = self._offsets(self.LESIONS[0])
+        rng = np.random.default_rng(3)
+        self.assertAllEqual(off, rng.integers(-5, 6, size=(400, 3)))
+        self.assertGreater(np.linalg.norm(off, axis=1).max(), 4.6 / 2)
+
+    def test_make_stage1_patches_keeps_centres_in_lesions(self):
+        tmp = Path(self.get_temp_dir())
+        _, csv, _ = _planted_series(tmp / "in")
+        patch_csv = nd.make_stage1_patches(csv, tmp / "out", seed=5, progress=False,
+                                           jitter_in_lesion=True)
+        rows = read_patch_csv(patch_csv)
+        rp = [r for r in rows if Path(r.patch).name.startswith("rp_")]
+        self.assertLen(rp, 8)
+        centres = np.array([_expected_zyx(xyz) for xyz, _, _ in LESIONS[:2]])
+        for row in rp:
+            zyx = np.asarray(row.xyz[::-1])
+            dist = np.linalg.norm(zyx - centres, axis=1)     # resampled grid: 1 mm voxels
+            self.assertLessEqual(dist.min(), row.diameter / 2 + 1e-9)
+        default = nd.make_stage1_patches(csv, tmp / "out", seed=5, progress=False)
+        self.assertNotEqual(Path(read_patch_csv(default)[0].patch).parent.parent,
+                            Path(rows[0].patch).parent.parent)
+
+
 class AugmentTest(tf.test.TestCase):
 
     def setUp(self):

@@ -81,6 +81,10 @@ class PipelineTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, "other settings"):
             run_pipeline(sample.series_csv, out, pipeline=p2, stage1=s1, stage2=s2,
                          evaluation=ev, log=lines.append)
+        p3, *_ = tiny_configs(jitter_in_lesion=True)     # reaches the patch steps
+        with self.assertRaisesRegex(ValueError, "other settings"):
+            run_pipeline(sample.series_csv, out, pipeline=p3, stage1=s1, stage2=s2,
+                         evaluation=ev, log=lines.append)
 
     def test_config_errors(self):
         with self.assertRaisesRegex(ValueError, "folds"):

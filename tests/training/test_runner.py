@@ -158,6 +158,34 @@ class RunnerTest(tf.test.TestCase):
         whole = Runner(self.run_dir, tensorboard=False).history()
         self.assertEqual(whole["stage"], ["train", "train"])
 
+    def test_resuming_under_other_settings_is_refused(self):
+        cfg = dict(data=DataConfig(data_dir="d", batch_size=4),
+                   train=TrainConfig(epochs=2, learning_rate=1e-3))
+        runner = self.runner()
+        runner.save_config(**cfg)       # an empty folder: nothing to compare with
+        runner.save_config(data=cfg["data"], train=TrainConfig(epochs=2, learning_rate=0.5))
+        runner.save_config(**cfg)
+        model = runner.build(build_linear)
+        runner.compile(model, **COMPILE)
+        runner.fit(model, self.data, epochs=1, stage="stage1")
+        # same settings, or only ones that leave the result alone: resumes
+        self.runner().save_config(**cfg)
+        self.runner().save_config(data=cfg["data"], train=dataclasses.replace(
+            cfg["train"], progress="none", tensorboard=False))
+        changed = dict(data=cfg["data"], train=dataclasses.replace(cfg["train"],
+                                                                    learning_rate=1e-4))
+        with self.assertRaisesRegex(ValueError, r"other settings \(train\.learning_rate: "
+                                                r"0\.001 -> 0\.0001\)"):
+            self.runner().save_config(**changed)
+        with self.assertRaisesRegex(ValueError, r"extra: missing -> \{'a': 1\}"):
+            self.runner().save_config(**cfg, extra={"a": 1})
+        self.assertEqual(json.loads((self.run_dir / "config.json").read_text())["train"]
+                         ["learning_rate"], 1e-3)          # not overwritten
+        # starting afresh is allowed and records the new settings
+        self.runner(resume=False).save_config(**changed)
+        self.assertEqual(json.loads((self.run_dir / "config.json").read_text())["train"]
+                         ["learning_rate"], 1e-4)
+
     def test_no_run_dir_writes_nothing(self):
         cwd = os.getcwd()
         os.chdir(self.get_temp_dir())

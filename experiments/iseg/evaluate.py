@@ -13,7 +13,14 @@ Other subjects, another checkpoint::
     python experiments/iseg/evaluate.py --run-dir runs/iseg/full --model runs/iseg/full/best.keras \\
         --files iseg_hdf5/subject-9.h5 iseg_hdf5/subject-10.h5 --overlap 0.5
 
-Writes to ``<run dir>/eval`` unless ``--out`` is given.
+The ICBM152 training hemisphere instead of the held-out one, and test-time augmentation
+averaged over the 4 proper rotations about array axis 0 (no reflections)::
+
+    python experiments/iseg/evaluate.py --run-dir runs/iseg/icbm152 --icbm-half train
+    python experiments/iseg/evaluate.py --run-dir runs/iseg/icbm152 --tta axis0
+
+Writes to ``<run dir>/eval`` (``eval_train`` for ``--icbm-half train``, ``_tta-<name>``
+appended with ``--tta``) unless ``--out`` is given.
 """
 import argparse
 import json
@@ -37,6 +44,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--spacing", type=float, nargs=3, default=None,
                         help="voxel size in mm (default: the ICBM152 split's, else 1 mm)")
+    parser.add_argument("--icbm-half", default="test", choices=("test", "train"),
+                        help="ICBM152 runs without --files: the held-out (test) or the "
+                             "training hemisphere")
+    parser.add_argument("--tta", default="none", choices=E.TTA_CHOICES,
+                        help="test-time augmentation: mean probabilities over the 4 proper "
+                             "rotations about an array axis, or all 24 (never reflections)")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
@@ -47,13 +60,17 @@ def main(argv=None):
         icbm = run_dir / "data" / "split.json"
         if files is None and icbm.is_file():
             record = json.loads(icbm.read_text())
-            files, spacing = [record["test"]], spacing or record["spacing"]
+            files, spacing = [record[args.icbm_half]], spacing or record["spacing"]
         elif files is None:
             files = (run_dir / "splits" / "val.txt").read_text().split()
         model = E.load_model(args.model or run_dir / "best.keras")
-        result = E.evaluate_subjects(model, files, args.out or run_dir / "eval", window=window,
-                                     overlap=args.overlap, batch_size=args.batch_size,
-                                     spacing=spacing, progress=args.progress)
+        out = args.out
+        if out is None:
+            out = "eval" + ("_train" if args.icbm_half == "train" else "")
+            out = run_dir / (out + (f"_tta-{args.tta}" if args.tta != "none" else ""))
+        result = E.evaluate_subjects(model, files, out, window=window, overlap=args.overlap,
+                                     batch_size=args.batch_size, spacing=spacing,
+                                     progress=args.progress, rotations=E.tta_rotations(args.tta))
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,11 @@ with a quarter of the original's channel widths (``--model-width 1`` is the orig
         --train-run-dir runs/iseg/icbm152
     python experiments/iseg/evaluate.py --run-dir runs/iseg/icbm152
 
+Add ``--data-rotate`` to turn every training crop by a random proper rotation of the cube
+(one of 24, never a reflection; ``--data-rotate-axis 0`` for the 4 about array axis 0) and
+``--data-intensity 0.1`` for a random per-modality scale and shift; both are off by default,
+as in the original.
+
 The resolved configuration goes to ``<run dir>/config.json`` and the subject split to
 ``<run dir>/splits/``; running the same command again resumes an interrupted run.
 """

@@ -35,8 +35,8 @@ from keras_medseg.utils import atomic_path
 __all__ = [
     "ISEG_LABEL_VALUES", "ISEG_CLASS_NAMES", "Hdf5FormatError", "IsegSubject",
     "map_iseg_labels", "cut_edge_bounds", "prepare_hdf5_cutedge", "write_iseg_hdf5",
-    "read_iseg_hdf5", "iseg_hdf5_shape", "read_iseg_crop", "IsegPatchSampler",
-    "IsegPatchDataset", "patch_tf_dataset",
+    "read_iseg_hdf5", "iseg_hdf5_shape", "read_iseg_crop", "CubeRotation", "cube_rotations",
+    "rotate_volume", "IsegPatchSampler", "IsegPatchDataset", "patch_tf_dataset",
 ]
 
 #: Label values in the iSeg-2017 files, in class order (background, CSF, GM, WM).
@@ -337,6 +337,106 @@ def read_iseg_crop(path, start, size, *, pad_value=0.0, channels_last=True):
     return x, y
 
 
+# ---------------------------------------------------------------------- cube rotations
+class CubeRotation(NamedTuple):
+    """A proper rotation of a voxel grid by multiples of 90 degrees (never a reflection).
+
+    Applied to an array (:func:`rotate_volume`), the first three axes are permuted by
+    ``perm`` (``np.transpose``) and then reversed where ``flips`` is True; with centred voxel
+    coordinates ``v`` (input) and ``u`` (output), ``u = matrix @ v``. Only the 24 signed
+    permutations with determinant +1 are rotations; :func:`cube_rotations` lists them.
+    """
+
+    perm: tuple
+    flips: tuple
+
+    @property
+    def matrix(self):
+        """``(3, 3)`` int matrix, ``matrix[i, perm[i]] = -1 if flips[i] else 1``."""
+        m = np.zeros((3, 3), dtype=np.int64)
+        for i, (p, f) in enumerate(zip(self.perm, self.flips)):
+            m[i, p] = -1 if f else 1
+        return m
+
+    def output_shape(self, shape):
+        """Spatial shape after the rotation of a volume of spatial ``shape``."""
+        return tuple(int(shape[p]) for p in self.perm)
+
+
+def _perm_sign(perm):
+    sign, perm = 1, list(perm)
+    for i in range(len(perm)):
+        while perm[i] != i:
+            j = perm[i]
+            perm[i], perm[j] = perm[j], perm[i]
+            sign = -sign
+    return sign
+
+
+def cube_rotations(axis=None):
+    """The proper rotations of a cube that map the voxel grid onto itself.
+
+    Parameters
+    ----------
+    axis : {None, 0, 1, 2}
+        None: all 24 rotations (the rotation group of the cube, every composition of
+        ``np.rot90`` over axis pairs); an axis: the 4 rotations about it (by 0, 90, 180 and
+        270 degrees in the plane of the two other axes).
+
+    Returns
+    -------
+    tuple of CubeRotation
+        Distinct, identity first, each of determinant +1.
+    """
+    import itertools
+
+    if axis is not None:
+        axis = check_choice(axis, (0, 1, 2), name="axis")
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for flips in itertools.product((False, True), repeat=3):
+            if _perm_sign(perm) * (-1) ** sum(flips) != 1:
+                continue
+            if axis is not None and (perm[axis] != axis or flips[axis]):
+                continue
+            out.append(CubeRotation(tuple(perm), tuple(flips)))
+    return tuple(out)
+
+
+def rotate_volume(array, rotation, *, inverse=False):
+    """Rotate the first three axes of ``array`` (later axes, e.g. channels, stay put).
+
+    Parameters
+    ----------
+    array : array_like, ndim >= 3
+    rotation : CubeRotation
+    inverse : bool
+        Apply the inverse rotation (undoes ``rotate_volume(array, rotation)``).
+
+    Returns
+    -------
+    ndarray
+        A new contiguous array; the input is not modified.
+    """
+    array = np.asarray(array)
+    if array.ndim < 3:
+        raise ValueError(f"array must have at least 3 dimensions; got shape {array.shape}")
+    if not isinstance(rotation, CubeRotation):
+        rotation = CubeRotation(*rotation)
+    if sorted(rotation.perm) != [0, 1, 2] or len(rotation.flips) != 3 or \
+            round(np.linalg.det(rotation.matrix)) != 1:
+        raise ValueError(f"rotation must be a proper rotation of 3 axes; got {rotation!r}")
+    rest = tuple(range(3, array.ndim))
+    flipped = tuple(i for i, f in enumerate(rotation.flips) if f)
+    if inverse:
+        out = np.flip(array, flipped) if flipped else array
+        out = np.transpose(out, tuple(int(i) for i in np.argsort(rotation.perm)) + rest)
+    else:
+        out = np.transpose(array, tuple(rotation.perm) + rest)
+        out = np.flip(out, flipped) if flipped else out
+    return np.ascontiguousarray(out)
+
+
 # ---------------------------------------------------------------------- patch sampling
 class IsegPatchSampler:
     """Batches of crops from a list of iSeg HDF5 files (a picklable, numpy-only sampler).
@@ -349,8 +449,16 @@ class IsegPatchSampler:
     along an axis is padded (data with ``pad_value``, labels with 0); in training it is placed
     at a random offset inside the crop, in validation centred.
 
+    Augmentation of training crops (off by default; validation crops are never changed):
+    ``rotate`` turns each crop, image and labels together, by a rotation drawn uniformly from
+    :func:`cube_rotations` (all 24, or the 4 about ``rotate_axis``): proper rotations only,
+    never a reflection. ``intensity`` multiplies each modality of a crop by a factor drawn
+    from ``[1 - intensity, 1 + intensity]`` and adds a shift from ``[-intensity, intensity]``
+    (in the z-scored units of the files).
+
     Each item's randomness comes from ``(seed, epoch, position)`` alone, so batches do not
-    depend on the order workers fetch them.
+    depend on the order workers fetch them; the augmentations draw from streams of their
+    own, so the crop positions are the same with and without them.
 
     Parameters
     ----------
@@ -366,10 +474,23 @@ class IsegPatchSampler:
     class_balanced : bool
         Centre training crops on class-balanced voxels (reads the file's label per crop).
     pad_value : float
+    rotate : bool
+        Rotate training crops (needs a cubic ``crop_size``; with ``rotate_axis``, equal sizes
+        along the two other axes).
+    rotate_axis : {None, 0, 1, 2}
+        None: the 24 rotations of the cube; an axis: the 4 rotations about it.
+    intensity : float in [0, 1)
+        Amplitude of the random per-modality scale and shift (0: off).
+
+    Raises
+    ------
+    ValueError
+        For bad arguments, naming them (``crop_size`` when ``rotate`` needs other sizes).
     """
 
     def __init__(self, files, *, crop_size=(64, 64, 64), batch_size=4, repeats=4,
-                 mode="train", seed=0, class_balanced=False, pad_value=0.0):
+                 mode="train", seed=0, class_balanced=False, pad_value=0.0, rotate=False,
+                 rotate_axis=None, intensity=0.0):
         self.files = [Path(f) for f in files]
         if not self.files:
             raise ValueError("files must list at least one HDF5 file")
@@ -386,6 +507,19 @@ class IsegPatchSampler:
         self.seed = int(seed)
         self.class_balanced = bool(class_balanced)
         self.pad_value = float(pad_value)
+        self.rotate = bool(rotate)
+        self.rotate_axis = None if rotate_axis is None else check_choice(
+            rotate_axis, (0, 1, 2), name="rotate_axis")
+        if self.rotate:
+            others = [c for i, c in enumerate(crop_size) if i != self.rotate_axis]
+            if len(set(others)) != 1:
+                need = ("cubic" if self.rotate_axis is None else
+                        f"equal along the axes other than rotate_axis={self.rotate_axis}")
+                raise ValueError(f"crop_size must be {need} to rotate crops; got {crop_size}")
+        self.rotations = cube_rotations(self.rotate_axis) if self.rotate else ()
+        if isinstance(intensity, bool) or not 0 <= float(intensity) < 1:
+            raise ValueError(f"intensity must be a number in [0, 1); got {intensity!r}")
+        self.intensity = float(intensity)
         self.shapes = []
         for f in self.files:
             shape, _, has_label = iseg_hdf5_shape(f)
@@ -426,6 +560,24 @@ class IsegPatchSampler:
         hi = np.maximum(shape - crop, 0)
         return np.array([rng.integers(a, b + 1) for a, b in zip(lo, hi)])
 
+    def augment(self, x, y, epoch, position):
+        """The training augmentation of one crop ``x`` (Z, X, Y, M), ``y`` (Z, X, Y) at
+        ``(epoch, position)``: the rotation, then the intensity change (each only when on;
+        in validation mode, and with both off, the crop is returned unchanged)."""
+        if self.mode != "train":
+            return x, y
+        if self.rotate:
+            rng = np.random.default_rng([self.seed, int(epoch), int(position), 1])
+            rotation = self.rotations[int(rng.integers(len(self.rotations)))]
+            x, y = rotate_volume(x, rotation), rotate_volume(y, rotation)
+        if self.intensity:
+            rng = np.random.default_rng([self.seed, int(epoch), int(position), 2])
+            m = x.shape[-1]
+            scale = rng.uniform(1 - self.intensity, 1 + self.intensity, m)
+            shift = rng.uniform(-self.intensity, self.intensity, m)
+            x = (x * scale + shift).astype(np.float32)
+        return x, y
+
     def get_batch(self, index, epoch=0):
         """Batch ``index`` of ``epoch``: ``(x, y)`` with x float32 (B, Z, X, Y, M) and
         y int32 (B, Z, X, Y) class ids."""
@@ -440,6 +592,7 @@ class IsegPatchSampler:
             start = self.crop_start(fi, epoch, pos)
             x, y = read_iseg_crop(self.files[fi], start, self.crop_size,
                                   pad_value=self.pad_value)
+            x, y = self.augment(x, y, epoch, pos)
             xs.append(x)
             ys.append(y.astype(np.int32))
         return np.stack(xs), np.stack(ys)
@@ -475,15 +628,19 @@ def _make_pydataset_class():
         """``keras.utils.PyDataset`` over an :class:`IsegPatchSampler` (built from the same
         arguments, available as ``.sampler``). Each ``on_epoch_end`` call advances ``.epoch``
         and so draws new crops (keras may also call it when resetting, so ``.epoch`` counts
-        calls, not finished epochs). Extra keyword arguments (``workers``,
-        ``use_multiprocessing``, ``max_queue_size``) go to ``PyDataset``."""
+        calls, not finished epochs). ``rotate``, ``rotate_axis`` and ``intensity`` (training
+        augmentation, off by default) are as for the sampler. Extra keyword arguments
+        (``workers``, ``use_multiprocessing``, ``max_queue_size``) go to ``PyDataset``."""
 
         def __init__(self, files, *, crop_size=(64, 64, 64), batch_size=4, repeats=4,
-                     mode="train", seed=0, class_balanced=False, pad_value=0.0, **kwargs):
+                     mode="train", seed=0, class_balanced=False, pad_value=0.0, rotate=False,
+                     rotate_axis=None, intensity=0.0, **kwargs):
             super().__init__(**kwargs)
             self.sampler = IsegPatchSampler(files, crop_size=crop_size, batch_size=batch_size,
                                             repeats=repeats, mode=mode, seed=seed,
-                                            class_balanced=class_balanced, pad_value=pad_value)
+                                            class_balanced=class_balanced, pad_value=pad_value,
+                                            rotate=rotate, rotate_axis=rotate_axis,
+                                            intensity=intensity)
             self.epoch = 0
 
         def __len__(self):

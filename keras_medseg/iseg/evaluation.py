@@ -5,7 +5,8 @@ For every subject (a prepared HDF5 file with a label):
 
 1. :func:`predict_labels`: sliding-window inference over the whole volume
    (:func:`keras_medseg.inference.sliding_window_inference`: exact covering grid, Gaussian
-   blending of softmax probabilities, batched windows), then argmax;
+   blending of softmax probabilities, batched windows), optionally averaged over proper
+   rotations of the volume (test-time augmentation, :func:`tta_rotations`), then argmax;
 2. :func:`score_labels`: per class (CSF = 1, GM = 2, WM = 3) the Dice coefficient
    (:func:`keras_medseg.metrics.compute_dice`) and, from
    :func:`keras_medseg.metrics.compute_surface_metrics`, the "MHD" and "ASD" in two modes:
@@ -31,13 +32,40 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_medseg._checks import check_choice
 from keras_medseg.iseg.pipeline import CLASS_NAMES
 
-__all__ = ["METRIC_COLUMNS", "load_model", "predict_labels", "score_labels", "summarize_rows",
-           "overlay_figure", "evaluate_subjects", "EvaluationResult"]
+__all__ = ["METRIC_COLUMNS", "TTA_CHOICES", "tta_rotations", "load_model", "predict_labels",
+           "score_labels", "summarize_rows", "overlay_figure", "evaluate_subjects",
+           "EvaluationResult"]
 
 #: Columns of the metric tables (distances in mm).
 METRIC_COLUMNS = ("DSC", "MHD_surface", "ASD_surface", "MHD_evalseg", "ASD_evalseg")
+
+#: Names accepted by :func:`tta_rotations`.
+TTA_CHOICES = ("none", "axis0", "axis1", "axis2", "all")
+
+
+def tta_rotations(name):
+    """The proper rotations of a test-time augmentation, by name.
+
+    Parameters
+    ----------
+    name : {"none", "axis0", "axis1", "axis2", "all"}
+        ``"none"``: no augmentation (returns None); ``"axis<i>"``: the 4 rotations about array
+        axis ``i`` (0, 90, 180, 270 degrees); ``"all"``: the 24 rotations of the cube. No
+        reflections.
+
+    Returns
+    -------
+    tuple of keras_medseg.io.hdf5.CubeRotation, or None
+    """
+    from keras_medseg.io.hdf5 import cube_rotations
+
+    name = check_choice(name, TTA_CHOICES, name="tta")
+    if name == "none":
+        return None
+    return cube_rotations(None if name == "all" else int(name[-1]))
 
 
 def load_model(path):
@@ -63,7 +91,8 @@ def load_model(path):
 
 
 def predict_labels(model, data, *, window=(64, 64, 64), overlap=0.5, batch_size=4,
-                   blend="gaussian", progress=False, return_probabilities=False):
+                   blend="gaussian", progress=False, return_probabilities=False,
+                   rotations=None):
     """Label map of one whole subject by sliding-window inference.
 
     Parameters
@@ -81,6 +110,11 @@ def predict_labels(model, data, *, window=(64, 64, 64), overlap=0.5, batch_size=
     progress : bool
     return_probabilities : bool
         Also return the blended probabilities ``(Z, X, Y, K)``.
+    rotations : sequence of CubeRotation, optional
+        Test-time augmentation: for each rotation the volume is rotated
+        (:func:`keras_medseg.io.hdf5.rotate_volume`), predicted with the window rotated the
+        same way, and the probabilities rotated back; the probabilities are the mean over
+        the rotations (e.g. :func:`tta_rotations`). None: the volume as it is.
 
     Returns
     -------
@@ -90,16 +124,36 @@ def predict_labels(model, data, *, window=(64, 64, 64), overlap=0.5, batch_size=
     ------
     ValueError
         As :func:`keras_medseg.inference.sliding_window_inference` raises (bad window,
-        overlap, batch size, or ``data`` that is not ``(Z, X, Y, M)``).
+        overlap, batch size, or ``data`` that is not ``(Z, X, Y, M)``), for an empty
+        ``rotations``, a window without 3 entries, or a rotation that is not proper.
     """
     from keras_medseg.inference import sliding_window_inference
+    from keras_medseg.io.hdf5 import CubeRotation, rotate_volume
 
     data = np.asarray(data)
     if data.ndim != 4:
         raise ValueError(f"data must be (Z, X, Y, modalities); got shape {data.shape}")
-    probs = sliding_window_inference(data, model, window=tuple(window), overlap=overlap,
-                                     blend=blend, batch_size=batch_size, progress=progress,
-                                     pad_mode="edge")
+    window = tuple(window)
+
+    def infer(volume, win):
+        return sliding_window_inference(volume, model, window=win, overlap=overlap,
+                                        blend=blend, batch_size=batch_size, progress=progress,
+                                        pad_mode="edge")
+
+    if rotations is None:
+        probs = infer(data, window)
+    else:
+        rotations = [r if isinstance(r, CubeRotation) else CubeRotation(*r) for r in rotations]
+        if not rotations:
+            raise ValueError("rotations must list at least one rotation (or be None)")
+        if len(window) != 3:
+            raise ValueError(f"window must have 3 entries; got {window!r}")
+        probs = None
+        for rotation in rotations:
+            p = rotate_volume(infer(rotate_volume(data, rotation),
+                                    rotation.output_shape(window)), rotation, inverse=True)
+            probs = p.astype(np.float64) if probs is None else probs + p
+        probs = (probs / len(rotations)).astype(np.float32)
     labels = np.argmax(probs, axis=-1).astype(np.uint8)
     return (labels, probs) if return_probabilities else labels
 
@@ -251,7 +305,7 @@ class EvaluationResult:
 
 def evaluate_subjects(model, files, out_dir, *, window=(64, 64, 64), overlap=0.5,
                       batch_size=4, spacing=None, blend="gaussian", figures=True,
-                      save_predictions=True, progress=False):
+                      save_predictions=True, progress=False, rotations=None):
     """Predict and score whole subjects; write the tables, figures and label maps.
 
     Parameters
@@ -264,8 +318,8 @@ def evaluate_subjects(model, files, out_dir, *, window=(64, 64, 64), overlap=0.5
         Receives ``metrics_per_subject.csv/.md``, ``metrics_mean.csv/.md``,
         ``overlay_<subject>.png`` and (``save_predictions``) ``pred_<subject>.h5`` (the
         subject's data with the predicted ``label``).
-    window, overlap, batch_size, blend, progress
-        As for :func:`predict_labels`.
+    window, overlap, batch_size, blend, progress, rotations
+        As for :func:`predict_labels` (``rotations``: test-time augmentation).
     spacing : sequence of 3 float, optional
         Voxel size in mm (default 1 mm, the iSeg volumes').
     figures : bool
@@ -295,7 +349,8 @@ def evaluate_subjects(model, files, out_dir, *, window=(64, 64, 64), overlap=0.5
         if truth is None:
             raise ValueError(f"{f}: no 'label' dataset; evaluation needs ground truth")
         pred = predict_labels(model, data, window=window, overlap=overlap,
-                              batch_size=batch_size, blend=blend, progress=progress)
+                              batch_size=batch_size, blend=blend, progress=progress,
+                              rotations=rotations)
         for row in score_labels(truth, pred, spacing=spacing):
             rows.append({"subject": f.stem, **row})
         if figures:

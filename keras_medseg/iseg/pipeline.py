@@ -10,6 +10,9 @@ Recipe (the original's defaults, :class:`IsegTrainConfig`):
   ``splits/val.txt`` in the run folder, with ``config.json``;
 * random ``64^3`` crops, each training subject visited 4 times per epoch, batch 4: an epoch
   is ``ceil(4 n / 4)`` iterations (9 for the challenge's 9 training subjects);
+* not in the original, off by default: proper-rotation (``rotate``) and intensity
+  (``intensity``) augmentation of the training crops (:class:`IsegDataConfig`,
+  :class:`keras_medseg.io.hdf5.IsegPatchSampler`);
 * cross-entropy over 4 classes from logits (``loss="dice_ce"``: plus a soft multi-class
   Dice loss);
 * Adam, learning rate 2e-4, betas (0.97, 0.999), weight decay 6e-4 applied as PyTorch's
@@ -75,6 +78,15 @@ class IsegDataConfig:
         "help": "visits of each training subject per epoch"})
     class_balanced: bool = dataclasses.field(default=False, metadata={
         "help": "centre training crops on voxels of a uniformly chosen class"})
+    rotate: bool = dataclasses.field(default=False, metadata={
+        "help": "turn each training crop (image and labels) by a random proper rotation of "
+                "the cube, never a reflection (needs a cubic crop; not in the original)"})
+    rotate_axis: int | None = dataclasses.field(default=None, metadata={
+        "help": "with --data-rotate: None = all 24 rotations of the cube, 0/1/2 = the 4 "
+                "rotations about that array axis", "choices": (0, 1, 2)})
+    intensity: float = dataclasses.field(default=0.0, metadata={
+        "help": "random per-modality scale in [1-a, 1+a] and shift in [-a, a] of the "
+                "z-scored training crops (0 = off, the original)"})
     seed: int = 0
 
     def __post_init__(self):
@@ -86,6 +98,15 @@ class IsegDataConfig:
             _check_int(c, "crop_size")
         _check_int(self.batch_size, "batch_size")
         _check_int(self.repeats, "repeats")
+        if self.rotate_axis is not None:
+            check_choice(self.rotate_axis, (0, 1, 2), name="rotate_axis")
+        if self.rotate:
+            others = {c for i, c in enumerate(self.crop_size) if i != self.rotate_axis}
+            if len(others) != 1:
+                raise ValueError(f"crop_size must be cubic (with rotate_axis: equal along the "
+                                 f"other two axes) when rotate is on; got {self.crop_size!r}")
+        if isinstance(self.intensity, bool) or not 0 <= self.intensity < 1:
+            raise ValueError(f"intensity must be in [0, 1); got {self.intensity!r}")
 
 
 @dataclasses.dataclass
@@ -507,7 +528,10 @@ def train_iseg(data_config, model_config=None, train_config=None, *, files=None,
                                   batch_size=data_config.batch_size,
                                   repeats=data_config.repeats, mode="train",
                                   seed=data_config.seed,
-                                  class_balanced=data_config.class_balanced)
+                                  class_balanced=data_config.class_balanced,
+                                  rotate=data_config.rotate,
+                                  rotate_axis=data_config.rotate_axis,
+                                  intensity=data_config.intensity)
     val_data = validation_crops(splits["val"], data_config.crop_size) if has_val else None
     model = runner.build(build_model, model_config, channels)
     runner.compile(model, optimizer=lambda: make_optimizer(train_config),

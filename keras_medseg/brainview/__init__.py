@@ -8,10 +8,11 @@ and the cross-dataset experiment. Fixed: Grad-CAM computed directly and overlaid
 leak-free splits by contiguous slice blocks or by volume, constant slices safe in min-max
 scaling, images streamed with ``tf.data``, the near-black threshold given with its scale.
 """
-from keras_medseg.brainview.data import (SPLIT_METHODS, VIEWS, ViewSlices, block_groups,
-                                         drop_near_black, icbm152_views, load_png_views,
-                                         load_volume_views, make_dataset, slice_volume,
-                                         split_train_test)
+from keras_medseg.brainview.data import (ICBM152_MAPS, ICBM152_MIRROR, SPLIT_METHODS, VIEWS,
+                                         ViewSlices, block_groups, drop_near_black,
+                                         icbm152_map_views, icbm152_views, load_png_views,
+                                         load_volume_views, make_dataset, matching_slices,
+                                         slice_volume, split_train_test)
 from keras_medseg.brainview.experiment import (BrainviewConfig, ExperimentResult,
                                                cross_validate, evaluate_model, fold_summary,
                                                plot_confusion_matrix, run_cross_dataset,
@@ -20,14 +21,16 @@ from keras_medseg.brainview.gradcam import (DEFAULT_LAYER, grad_cam, overlay_hea
                                             save_gradcam_figure)
 from keras_medseg.brainview.model import (BACKBONE, FINE_TUNE_AT, build_brainview_model,
                                           calibrate_batchnorm, compile_brainview_model,
-                                          trainable_backbone_layers, view_augmentation)
+                                          flip_tta_model, trainable_backbone_layers,
+                                          view_augmentation)
 
 __all__ = [
     "BACKBONE", "BrainviewConfig", "DEFAULT_LAYER", "ExperimentResult", "FINE_TUNE_AT",
-    "SPLIT_METHODS", "VIEWS", "ViewSlices", "block_groups", "build_brainview_model",
-    "calibrate_batchnorm", "compile_brainview_model", "cross_validate", "drop_near_black",
-    "evaluate_model", "fold_summary", "grad_cam", "icbm152_views", "load_png_views",
-    "load_volume_views", "make_dataset", "overlay_heatmap", "plot_confusion_matrix",
+    "ICBM152_MAPS", "ICBM152_MIRROR", "SPLIT_METHODS", "VIEWS", "ViewSlices", "block_groups",
+    "build_brainview_model", "calibrate_batchnorm", "compile_brainview_model",
+    "cross_validate", "drop_near_black", "evaluate_model", "flip_tta_model", "fold_summary",
+    "grad_cam", "icbm152_map_views", "icbm152_views", "load_png_views", "load_volume_views",
+    "make_dataset", "matching_slices", "overlay_heatmap", "plot_confusion_matrix",
     "run_cross_dataset", "run_kfold", "save_gradcam_figure", "slice_volume",
     "split_train_test", "train_model", "trainable_backbone_layers", "view_augmentation",
 ]

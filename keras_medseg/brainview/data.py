@@ -18,7 +18,9 @@ Splits (:func:`split_train_test`)
     Each stack is cut into contiguous blocks of ``block_size`` slices; whole blocks are held
     out (stratified by view, per dataset), and training slices within ``gap`` positions of a
     held-out slice of the same stack are dropped, so no slice has a neighbour on the other
-    side.
+    side. A symmetric volume (the ICBM152 ``sym`` template) cut across its symmetry plane
+    has two copies of every sagittal slice; ``mirror`` (:data:`ICBM152_MIRROR`) also drops
+    the training slices near the mirror image of a held-out slice.
 ``"volume"``
     Whole datasets (volumes) are held out.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import types
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +41,19 @@ from keras_medseg.io.splits import Split, train_val_test_split
 from keras_medseg.utils import atomic_path
 
 __all__ = [
+    "ICBM152_MAPS",
+    "ICBM152_MIRROR",
     "SPLIT_METHODS",
     "VIEWS",
     "ViewSlices",
     "block_groups",
     "drop_near_black",
+    "icbm152_map_views",
     "icbm152_views",
     "load_png_views",
     "load_volume_views",
     "make_dataset",
+    "matching_slices",
     "slice_volume",
     "split_train_test",
 ]
@@ -325,6 +332,102 @@ def icbm152_views(out_dir, *, size=(512, 512), step=1, name="icbm152", keep_aspe
     return ViewSlices.concat(*parts)
 
 
+ICBM152_MIRROR = types.MappingProxyType({"icbm152/sagittal": 196})
+"""The 2009a template is symmetric (``sym``): its sagittal slice at x is identical to the one
+at 196 - x (197 slices). A split that holds out one and trains on the other tests on a
+training image; pass this as ``mirror`` to :func:`split_train_test` to guard against it."""
+
+ICBM152_MAPS = ("gm", "wm")
+"""Probability maps of the ICBM152 template that :func:`icbm152_map_views` can cut."""
+
+
+def icbm152_map_views(out_dir, *, maps=ICBM152_MAPS, size=(512, 512), step=1, name="icbm152",
+                      keep_aspect=False, cache_dir=None, offline=None):
+    """The ICBM152 grey- and white-matter probability maps cut like :func:`icbm152_views`.
+
+    The maps are the same template as the T1 (same grid, same anatomy) in other contrasts,
+    so their slices can serve as extra *training* images of the T1 slices at the same
+    position: every returned item carries the dataset name ``name`` and stack
+    ``"<name>/<view>"`` of the T1 slice it belongs to, so :func:`matching_slices` finds the
+    ones whose T1 slice is on the training side of a split. The files are written to
+    ``out_dir/<name>_<map>/<view>/``. Use them for training only; testing on them would test
+    on another picture of the same held-out anatomy.
+
+    Parameters
+    ----------
+    out_dir : path-like
+    maps : sequence of {"gm", "wm"}
+        Which maps (each a non-empty subset of :data:`ICBM152_MAPS`, no repeats).
+    size, step, name, keep_aspect, cache_dir, offline
+        As for :func:`icbm152_views`.
+
+    Returns
+    -------
+    ViewSlices
+        ``3 * len(maps)`` stacks' worth of items, positions = slice indices.
+
+    Raises
+    ------
+    ValueError
+        For an unknown or repeated map.
+    keras_medseg.sampledata.SampleDataError
+        When the template is not in the real-data cache and cannot be fetched.
+    """
+    from keras_medseg.io.volumes import read_volume
+    from keras_medseg.sampledata.fetch import fetch
+
+    maps = [maps] if isinstance(maps, str) else list(maps)
+    if not maps or len(set(maps)) != len(maps):
+        raise ValueError(f"maps must be a non-empty sequence without repeats; got {maps!r}")
+    for m in maps:
+        check_choice(m, ICBM152_MAPS, name="maps")
+    paths = fetch("icbm152", cache_dir=cache_dir, offline=offline)
+    parts = []
+    for m in maps:
+        array = read_volume(paths[f"mni_icbm152_{m}_tal_nlin_sym_09a_converted.nii.gz"]).array
+        pad_to = int(max(array.shape)) if keep_aspect else None
+        for view, axis in _ICBM_AXES:
+            cut = slice_volume(array, out_dir, name=f"{name}_{m}", axis=axis, view=view,
+                               size=size, step=step, flip_rows=True, pad_to=pad_to)
+            parts.append(ViewSlices(cut.paths, cut.labels, [name] * len(cut),
+                                    [f"{name}/{view}"] * len(cut), cut.positions))
+    return ViewSlices.concat(*parts)
+
+
+def matching_slices(extra, data):
+    """The items of ``extra`` at a (stack, position) that ``data`` has.
+
+    Parameters
+    ----------
+    extra : ViewSlices
+        E.g. other contrasts of the same volume (:func:`icbm152_map_views`).
+    data : ViewSlices
+        E.g. the training side of a split.
+
+    Returns
+    -------
+    ViewSlices
+        In ``extra``'s order; labels are ``extra``'s.
+
+    Raises
+    ------
+    ValueError
+        If a matched item's label differs from the label of its ``data`` item.
+    """
+    label_at = {(s, int(p)): int(c) for s, p, c in zip(data.stacks, data.positions,
+                                                         data.labels)}
+    keep = []
+    for i, (s, p, c) in enumerate(zip(extra.stacks, extra.positions, extra.labels)):
+        found = label_at.get((s, int(p)))
+        if found is None:
+            continue
+        if found != int(c):
+            raise ValueError(f"extra item {extra.paths[i]!r} has view {VIEWS[c]} but the item at "
+                             f"stack {s!r} position {int(p)} has {VIEWS[found]}")
+        keep.append(i)
+    return extra.subset(keep)
+
+
 def drop_near_black(data, *, threshold, scale, size=None):
     """Remove near-black images (mean intensity below ``threshold`` on ``scale``).
 
@@ -364,14 +467,18 @@ def block_groups(data, block_size):
                        for s, p in zip(data.stacks, data.positions)])
 
 
-def _guard(data, train, test, gap):
-    """Drop training items within ``gap`` positions of a test item of the same stack."""
-    if gap == 0 or not len(test):
+def _guard(data, train, test, gap, mirror=None):
+    """Drop training items within ``gap`` positions of a test item of the same stack (or of
+    its mirror image, ``mirror[stack] - position``)."""
+    mirror = mirror or {}
+    if (gap == 0 and not mirror) or not len(test):
         return train
     keep = []
     test_pos = {}
     for i in test:
         test_pos.setdefault(data.stacks[i], []).append(data.positions[i])
+        if data.stacks[i] in mirror:
+            test_pos[data.stacks[i]].append(mirror[data.stacks[i]] - data.positions[i])
     test_pos = {s: np.asarray(v) for s, v in test_pos.items()}
     for i in train:
         near = test_pos.get(data.stacks[i])
@@ -381,7 +488,7 @@ def _guard(data, train, test, gap):
 
 
 def split_train_test(data, *, method="stratified", test_size=0.2, random_state=15,
-                     block_size=10, gap=2, test_datasets=None):
+                     block_size=10, gap=2, test_datasets=None, mirror=None):
     """Split ``data`` into training and test items (see the module docstring).
 
     Parameters
@@ -398,6 +505,11 @@ def split_train_test(data, *, method="stratified", test_size=0.2, random_state=1
         ``"blocks"``: training slices closer than or equal to ``gap`` positions to a test slice
         of the same stack are dropped (0 keeps them; then the slices on either side of a block
         border are neighbours on both sides).
+    mirror : mapping of str to int, optional
+        ``"blocks"``: stacks cut across the symmetry plane of a symmetric volume, each with the
+        sum ``s`` such that its slice at position ``p`` shows the same as the slice at
+        ``s - p`` (:data:`ICBM152_MIRROR`); training slices within ``gap`` positions of the
+        mirror image of a test slice are dropped as well.
     test_datasets : sequence of str, optional
         ``"volume"``: the datasets to hold out; default a seeded choice of about
         ``test_size`` of them (at least one).
@@ -447,8 +559,22 @@ def split_train_test(data, *, method="stratified", test_size=0.2, random_state=1
         test.append(members[list(split.test)])
     train, test = np.concatenate(train), np.concatenate(test)
     if method == "blocks":
-        train = _guard(data, train, test, int(gap))
+        train = _guard(data, train, test, int(gap), _check_mirror(mirror))
     return Split(train=train, test=test)
+
+
+def _check_mirror(mirror):
+    if mirror is None:
+        return {}
+    try:
+        items = dict(mirror).items()
+    except (TypeError, ValueError):
+        raise ValueError(f"mirror must map stack names to ints; got {mirror!r}") from None
+    for k, v in items:
+        if not isinstance(k, str) or not isinstance(v, numbers.Integral) \
+                or isinstance(v, bool):
+            raise ValueError(f"mirror must map stack names to ints; got {mirror!r}")
+    return {k: int(v) for k, v in items}
 
 
 # -------------------------------------------------------------------------------- pipeline

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_medseg.brainview.data import ViewSlices, icbm152_views, load_png_views
+from keras_medseg.brainview.data import (ICBM152_MIRROR, ViewSlices, icbm152_views,
+                                         load_png_views)
 from keras_medseg.brainview.experiment import BrainviewConfig, run_cross_dataset, run_kfold
 from keras_medseg.demo import Artifact, StageResult, register_stage
 from keras_medseg.utils import markdown_table, write_text
@@ -84,7 +85,8 @@ def run(stage_dir, *, seed=0, quick=True):
         icbm_note = (f"\n\nReal ICBM152 slices skipped: the real-data cache is not filled "
                      f"(`make sample-data`). {str(exc).splitlines()[0][:200]}")
     if icbm is not None:
-        res = run_kfold(icbm, stage_dir / "icbm152", config=icbm_config)
+        res = run_kfold(icbm, stage_dir / "icbm152", config=icbm_config,
+                        mirror=ICBM152_MIRROR)       # mirror-image sagittal slices stay out
         rows.append(_row("ICBM152 T1 slices, held-out blocks", res))
         artifacts += [
             Artifact("ICBM152: test confusion matrix", "icbm152/test_confusion_matrix.png",
@@ -103,7 +105,8 @@ def run(stage_dir, *, seed=0, quick=True):
                f"the offline recipe (whole backbone, view-preserving augmentation, "
                f"BatchNormalization recalibrated every 4 batches), {icbm_config.epochs} "
                f"epochs. Splits hold out contiguous blocks of "
-               f"{config.block_size} slices with a {config.gap}-slice guard; near-black "
+               f"{config.block_size} slices with a {config.gap}-slice guard (for ICBM152 "
+               f"also around the mirror image of each held-out sagittal slice); near-black "
                f"filter: mean below {config.black_threshold} of the range."
                + icbm_note)
     return StageResult(summary=summary, artifacts=artifacts)

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from keras_medseg._checks import check_choice, check_positive
-from keras_medseg.brainview.data import (SPLIT_METHODS, VIEWS, block_groups,
-                                         drop_near_black, make_dataset, split_train_test)
+from keras_medseg.brainview.data import (SPLIT_METHODS, VIEWS, ViewSlices, block_groups,
+                                         drop_near_black, make_dataset, matching_slices,
+                                         split_train_test)
 from keras_medseg.brainview.gradcam import grad_cam, save_gradcam_figure
 from keras_medseg.brainview.model import (FINE_TUNE_AT, build_brainview_model,
                                           calibrate_batchnorm, compile_brainview_model,
-                                          view_augmentation)
+                                          flip_tta_model, view_augmentation)
 from keras_medseg.training.transfer import BatchNormCalibration
 from keras_medseg.io.splits import kfold
 from keras_medseg.metrics import classification_report
@@ -87,6 +88,26 @@ class BrainviewConfig:
     augment: bool = dataclasses.field(default=False, metadata={
         "help": "view-preserving augmentation in training (flips, small rotation, zoom, "
                 "shift); the original defined none"})
+    augment_stretch: float = dataclasses.field(default=0.0, metadata={
+        "help": "with --augment: anisotropic scaling, independent height and width zoom up to "
+                "this fraction (0: off)"})
+    augment_zoom_out: float = dataclasses.field(default=0.0, metadata={
+        "help": "with --augment: a further zoom out by up to this fraction (smaller "
+                "sections, like the ends of a stack; 0: off)"})
+    augment_contrast: float = dataclasses.field(default=0.0, metadata={
+        "help": "with --augment: random contrast factor up to this fraction (0: off)"})
+    augment_brightness: float = dataclasses.field(default=0.0, metadata={
+        "help": "with --augment: random brightness offset up to this fraction of 0..255 "
+                "(0: off)"})
+    augment_independent: bool = dataclasses.field(default=False, metadata={
+        "help": "with --augment: one seed per augmentation layer (default: one shared seed, "
+                "so the rotation angle and the zoom factor are the same random draw)"})
+    ema_momentum: float = dataclasses.field(default=0.0, metadata={
+        "help": "keep an exponential moving average of the weights with this momentum and "
+                "use it after training (0: off)"})
+    tta: bool = dataclasses.field(default=False, metadata={
+        "help": "test-time augmentation: average the test predictions over the left-right "
+                "and up-down flips"})
     calibrate_bn: bool = True
     calibration_every: int = dataclasses.field(default=4, metadata={
         "help": "without ImageNet weights: recompute the backbone's BatchNorm statistics "
@@ -110,6 +131,14 @@ class BrainviewConfig:
         check_choice(self.lr_schedule, ("constant", "cosine"), name="lr_schedule")
         check_choice(self.black_scale, ("0-255", "fraction"), name="black_scale")
         check_choice(self.progress, ("keras", "tqdm", "none"), name="progress")
+        for name in ("augment_stretch", "augment_zoom_out", "augment_contrast",
+                     "augment_brightness"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number; got {value!r}")
+        if not isinstance(self.ema_momentum, (int, float)) or isinstance(self.ema_momentum, bool) \
+                or not 0 <= self.ema_momentum < 1:
+            raise ValueError(f"ema_momentum must be in [0, 1); got {self.ema_momentum!r}")
         if not 0 < self.test_size < 1:
             raise ValueError(f"test_size must be in (0, 1); got {self.test_size!r}")
         for name in ("gap", "gradcam_per_class", "max_misclassified", "seed",
@@ -150,7 +179,12 @@ def _default_builder(config):
                                  encoder_weights=config.encoder_weights,
                                  fine_tune_at=config.fine_tune_point,
                                  hidden_units=config.hidden_units,
-                                 augmentation=view_augmentation(seed=config.seed)
+                                 augmentation=view_augmentation(
+                                     seed=config.seed, stretch=config.augment_stretch,
+                                     zoom_out=config.augment_zoom_out,
+                                     contrast=config.augment_contrast,
+                                     brightness=config.augment_brightness,
+                                     independent=config.augment_independent)
                                  if config.augment else None)
 
 
@@ -160,7 +194,8 @@ def _calibration_images(data, config, n=64):
     return np.stack([np.asarray(x) for x, _ in ds.take(min(n, len(data)))])
 
 
-def train_model(train, *, config, run_dir=None, val=None, build_model=None, stage="train"):
+def train_model(train, *, config, run_dir=None, val=None, build_model=None, stage="train",
+                extra=None):
     """Build a fresh model and train it on ``train`` (``val`` for validation curves).
 
     Parameters
@@ -173,6 +208,10 @@ def train_model(train, *, config, run_dir=None, val=None, build_model=None, stag
         ``build_model(config) -> keras.Model`` (uncompiled, logits); default
         :func:`~keras_medseg.brainview.model.build_brainview_model` from the config.
     stage : str
+    extra : ViewSlices, optional
+        Extra training images: those at a (stack, position) of ``train``
+        (:func:`~keras_medseg.brainview.data.matching_slices`) are added to the training
+        set, the rest are not used.
 
     Returns
     -------
@@ -181,6 +220,8 @@ def train_model(train, *, config, run_dir=None, val=None, build_model=None, stag
     """
     if len(train) == 0:
         raise ValueError("train is empty")
+    if extra is not None and len(extra):
+        train = ViewSlices.concat(train, matching_slices(extra, train))
     runner = Runner(run_dir, seed=config.seed, tensorboard=False, progress=config.progress)
     model = runner.build(build_model or _default_builder, config)
     callbacks, calibration = [], None
@@ -198,7 +239,8 @@ def train_model(train, *, config, run_dir=None, val=None, build_model=None, stag
     if config.lr_schedule == "cosine":
         decay_steps = config.epochs * -(-len(train) // config.batch_size)
     compile_brainview_model(model, learning_rate=config.learning_rate, runner=runner,
-                            decay_steps=decay_steps)
+                            decay_steps=decay_steps,
+                            ema_momentum=config.ema_momentum or None)
     size = (config.image_size,) * 2
     train_ds = make_dataset(train, image_size=size, batch_size=config.batch_size, shuffle=True,
                             seed=config.seed, cache=config.cache)
@@ -243,7 +285,8 @@ def evaluate_model(model, data, out_dir, *, config, prefix="test", gradcam=True,
     ``<prefix>_confusion_matrix.png``, ``misclassified/`` (up to ``max_misclassified``
     wrongly classified images, true and predicted view drawn on them) and ``gradcam/``
     (``gradcam_per_class`` test images per view, Grad-CAM of the predicted class on
-    ``top_activation``).
+    ``top_activation``). With ``config.tta`` the scores (and the misclassified images) are
+    those of :func:`~keras_medseg.brainview.model.flip_tta_model`; Grad-CAM shows ``model``.
 
     Returns
     -------
@@ -254,7 +297,8 @@ def evaluate_model(model, data, out_dir, *, config, prefix="test", gradcam=True,
     out_dir = Path(out_dir)
     size = (config.image_size,) * 2
     ds = make_dataset(data, image_size=size, batch_size=config.batch_size)
-    result = evaluate_classifier(model, ds, class_names=list(VIEWS), out_dir=out_dir,
+    scorer = flip_tta_model(model) if config.tta else model
+    result = evaluate_classifier(scorer, ds, class_names=list(VIEWS), out_dir=out_dir,
                                  prefix=prefix)
     paths = {k: str(v) for k, v in result.paths.items()}
     paths["confusion_matrix"] = str(plot_confusion_matrix(
@@ -296,11 +340,13 @@ def _fold_table(rows):
     return table
 
 
-def cross_validate(train, out_dir, *, config, build_model=None, groups=None):
+def cross_validate(train, out_dir, *, config, build_model=None, groups=None, extra=None):
     """Stratified k-fold cross-validation on ``train``, a fresh model per fold.
 
     The original's ``StratifiedKFold(k, shuffle=True, random_state=seed)``; with ``groups``
     (e.g. :func:`~keras_medseg.brainview.data.block_groups`) whole groups stay in one fold.
+    ``extra`` training images are added to each fold's training side only (see
+    :func:`train_model`).
     Writes ``folds.csv`` and ``folds.md`` (per fold accuracy, weighted F1, AUC, then mean and
     std) and each fold's runner folder ``fold<i>/`` with its curves ``fold<i>/curves.png``.
 
@@ -316,12 +362,12 @@ def cross_validate(train, out_dir, *, config, build_model=None, groups=None):
     for i, split in enumerate(splits):
         fold_train, fold_val = train.subset(split.train), train.subset(split.val)
         model, history = train_model(fold_train, config=config, run_dir=out_dir / f"fold{i}",
-                                     val=fold_val, build_model=build_model)
+                                     val=fold_val, build_model=build_model, extra=extra)
         plot_accuracy_loss(out_dir / f"fold{i}" / "curves.png", history,
                            title=f"fold {i}: accuracy")
         ds = make_dataset(fold_val, image_size=(config.image_size,) * 2,
                           batch_size=config.batch_size)
-        y_true, y_score = predict_scores(model, ds)
+        y_true, y_score = predict_scores(flip_tta_model(model) if config.tta else model, ds)
         report = classification_report(y_true, y_score, class_names=list(VIEWS))
         rows.append({"fold": i, **_scores(report)})
     table = _fold_table(rows)
@@ -330,7 +376,8 @@ def cross_validate(train, out_dir, *, config, build_model=None, groups=None):
     return rows
 
 
-def _finish(out_dir, config, train, test, model, history, folds, extra_paths, name):
+def _finish(out_dir, config, train, test, model, history, folds, extra_paths, name,
+            n_extra=None):
     out_dir = Path(out_dir)
     paths = dict(extra_paths)
     paths["curves"] = str(plot_accuracy_loss(out_dir / "curves.png", history,
@@ -338,6 +385,8 @@ def _finish(out_dir, config, train, test, model, history, folds, extra_paths, na
     scores, eval_paths = evaluate_model(model, test, out_dir, config=config, prefix="test")
     paths.update(eval_paths)
     sizes = {"train": len(train), "test": len(test)}
+    if n_extra is not None:
+        sizes["train_extra"] = int(n_extra)
     summary = {"test": scores, "sizes": sizes,
                "folds": folds,
                "fold_mean": {k: float(np.mean([f[k] for f in folds])) for k in
@@ -352,7 +401,8 @@ def _save_run_files(out_dir, config, split_items):
     runner.save_splits(split_items)
 
 
-def run_kfold(data, out_dir, *, config, build_model=None, test_data=None):
+def run_kfold(data, out_dir, *, config, build_model=None, test_data=None, train_extra=None,
+              mirror=None):
     """The whole k-fold experiment on ``data`` (see the module docstring).
 
     Parameters
@@ -365,6 +415,15 @@ def run_kfold(data, out_dir, *, config, build_model=None, test_data=None):
         ``build_model(config) -> keras.Model`` (a fresh model per call).
     test_data : ViewSlices, optional
         An explicit test set (then ``data`` is all training data and is not split).
+    train_extra : ViewSlices, optional
+        Training-only images keyed to items of ``data`` by stack and position (e.g.
+        :func:`~keras_medseg.brainview.data.icbm152_map_views`): those of the training
+        side's items (after the near-black filter, the split and its guard; per fold in
+        cross-validation) are added to the training set; none is ever tested on. Listed in
+        ``splits/train_extra.txt``.
+    mirror : mapping, optional
+        Passed to :func:`~keras_medseg.brainview.data.split_train_test` (symmetric volumes:
+        also guard against the mirror images of test slices).
 
     Returns
     -------
@@ -377,7 +436,7 @@ def run_kfold(data, out_dir, *, config, build_model=None, test_data=None):
     if test_data is None:
         split = split_train_test(kept, method=config.split, test_size=config.test_size,
                                  random_state=config.seed, block_size=config.block_size,
-                                 gap=config.gap)
+                                 gap=config.gap, mirror=mirror)
         train, test = kept.subset(split.train), kept.subset(split.test)
     else:
         train = kept
@@ -386,20 +445,24 @@ def run_kfold(data, out_dir, *, config, build_model=None, test_data=None):
     if len(test) == 0 or len(train) == 0:
         raise ValueError(f"after the near-black filter the split has {len(train)} training and "
                          f"{len(test)} test images; lower black_threshold or add data")
-    _save_run_files(out_dir, config, {"train": train.paths, "test": test.paths,
-                                            "near_black": [p for p, k in zip(data.paths, keep)
-                                                           if not k]})
+    used_extra = matching_slices(train_extra, train) if train_extra is not None else None
+    split_items = {"train": train.paths, "test": test.paths,
+                   "near_black": [p for p, k in zip(data.paths, keep) if not k]}
+    if used_extra is not None:
+        split_items["train_extra"] = used_extra.paths
+    _save_run_files(out_dir, config, split_items)
     folds, paths = [], {}
     if config.k:
         groups = block_groups(train, config.block_size) if config.split == "blocks" else None
         if config.split == "volume":
             groups = train.datasets if len(set(train.datasets)) >= config.k else None
         folds = cross_validate(train, out_dir / "cv", config=config, build_model=build_model,
-                               groups=groups)
+                               groups=groups, extra=used_extra)
         paths["folds"] = str(out_dir / "cv" / "folds.md")
     model, history = train_model(train, config=config, run_dir=out_dir / "final",
-                                 build_model=build_model)
-    return _finish(out_dir, config, train, test, model, history, folds, paths, "final model")
+                                 build_model=build_model, extra=used_extra)
+    return _finish(out_dir, config, train, test, model, history, folds, paths, "final model",
+                   n_extra=None if used_extra is None else len(used_extra))
 
 
 def run_cross_dataset(train_data, test_data, out_dir, *, config, build_model=None):

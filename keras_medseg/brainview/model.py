@@ -23,6 +23,8 @@ None; with ImageNet weights nothing is recalibrated.
 """
 from __future__ import annotations
 
+import numbers
+
 import keras
 
 from keras_medseg.training.transfer import (build_transfer_classifier, calibrate_batchnorm,
@@ -34,6 +36,7 @@ __all__ = [
     "build_brainview_model",
     "calibrate_batchnorm",
     "compile_brainview_model",
+    "flip_tta_model",
     "trainable_backbone_layers",
     "view_augmentation",
 ]
@@ -43,21 +46,108 @@ FINE_TUNE_AT = "block7a_project_conv"
 """First trainable backbone layer: the original trained the last 5 layers."""
 
 
-def view_augmentation(*, seed=None, rotation=0.05, zoom=0.1, shift=0.05):
+def view_augmentation(*, seed=None, rotation=0.05, zoom=0.1, shift=0.05, stretch=0.0,
+                      zoom_out=0.0, contrast=0.0, brightness=0.0, independent=False):
     """Augmentation layers that keep the view of a brain slice: left-right and up-down flips,
     rotation by up to ``rotation`` of a turn, zoom and shift by up to ``zoom`` / ``shift`` of
     the image size. Active only in training.
 
+    Optional layers imitate other heads and scanners (all off by default):
+
+    ``stretch``
+        A second zoom with independent height and width factors in
+        ``[-stretch, stretch]`` (anisotropic scaling: longer, shorter, wider heads).
+    ``zoom_out``
+        A further isotropic zoom out by a factor in ``[0, zoom_out]`` of the image size
+        (smaller sections, as the slices near the ends of a stack are).
+    ``contrast``
+        ``keras.layers.RandomContrast(contrast)`` on the 0..255 range.
+    ``brightness``
+        ``keras.layers.RandomBrightness(brightness)`` (an offset of up to ``brightness`` of
+        the 0..255 range).
+
+    Parameters
+    ----------
+    seed : int, optional
+    rotation, zoom, shift, stretch, zoom_out, contrast, brightness : float
+        Non-negative fractions (see above).
+    independent : bool
+        Give every layer its own seed (``seed + i``). With one shared seed (the default, the
+        first recipe) the layers draw from identical random streams: the rotation angle and
+        the zoom factor of an image are then the same uniform draw (correlation 1).
+
     Returns
     -------
     list of keras layers
+
+    Raises
+    ------
+    ValueError
+        For a negative fraction.
     """
-    return [keras.layers.RandomFlip("horizontal_and_vertical", seed=seed, name="augment_flip"),
-            keras.layers.RandomRotation(rotation, fill_mode="constant", seed=seed,
-                                        name="augment_rotation"),
-            keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seed, name="augment_zoom"),
-            keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed,
-                                           name="augment_shift")]
+    for name, value in (("rotation", rotation), ("zoom", zoom), ("shift", shift),
+                        ("stretch", stretch), ("zoom_out", zoom_out), ("contrast", contrast),
+                        ("brightness", brightness)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number; got {value!r}")
+    counter = iter(range(100))
+
+    def next_seed():
+        i = next(counter)
+        return None if seed is None else (int(seed) + i if independent else seed)
+
+    layers = [keras.layers.RandomFlip("horizontal_and_vertical", seed=next_seed(),
+                                      name="augment_flip"),
+              keras.layers.RandomRotation(rotation, fill_mode="constant", seed=next_seed(),
+                                          name="augment_rotation"),
+              keras.layers.RandomZoom(zoom, fill_mode="constant", seed=next_seed(),
+                                      name="augment_zoom"),
+              keras.layers.RandomTranslation(shift, shift, fill_mode="constant",
+                                             seed=next_seed(), name="augment_shift")]
+    if stretch:
+        layers.append(keras.layers.RandomZoom((-stretch, stretch), (-stretch, stretch),
+                                              fill_mode="constant", seed=next_seed(),
+                                              name="augment_stretch"))
+    if zoom_out:
+        layers.append(keras.layers.RandomZoom((0.0, zoom_out), fill_mode="constant",
+                                              seed=next_seed(), name="augment_zoom_out"))
+    if contrast:
+        layers.append(keras.layers.RandomContrast(contrast, value_range=(0, 255),
+                                                  seed=next_seed(), name="augment_contrast"))
+    if brightness:
+        layers.append(keras.layers.RandomBrightness(brightness, value_range=(0, 255),
+                                                    seed=next_seed(),
+                                                    name="augment_brightness"))
+    return layers
+
+
+def flip_tta_model(model, *, name=None):
+    """Test-time augmentation: ``model`` averaged over the view-preserving flips.
+
+    The returned model runs ``model`` (inference mode) on the image, its left-right flip, its
+    up-down flip and both, averages the four softmax outputs and returns the logarithm of the
+    mean (logits whose softmax is the mean probability), so it drops in wherever ``model``'s
+    logits are expected.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Classifier of ``(batch, h, w, c)`` images returning ``(batch, classes)`` logits.
+    name : str, optional
+        Default ``"<model.name>_tta"``.
+
+    Returns
+    -------
+    keras.Model
+        Shares ``model``'s weights; output ``(batch, classes)`` float32.
+    """
+    inputs = keras.Input(shape=model.input_shape[1:], name="tta_image")
+    views = [inputs, keras.ops.flip(inputs, axis=2), keras.ops.flip(inputs, axis=1),
+             keras.ops.flip(keras.ops.flip(inputs, axis=1), axis=2)]
+    probs = [keras.ops.softmax(model(v, training=False), axis=-1) for v in views]
+    mean = keras.ops.mean(keras.ops.stack(probs, axis=0), axis=0)
+    logits = keras.ops.log(keras.ops.maximum(mean, 1e-12))
+    return keras.Model(inputs, logits, name=name or f"{model.name}_tta")
 
 
 def build_brainview_model(input_shape=(512, 512, 3), num_classes=3, *, encoder_weights=None,
@@ -110,7 +200,7 @@ def trainable_backbone_layers(model):
 
 
 def compile_brainview_model(model, *, learning_rate=1e-4, runner=None, jit_compile=False,
-                            decay_steps=None):
+                            decay_steps=None, ema_momentum=None):
     """Compile with ``Adam(learning_rate)``, sparse categorical cross-entropy on logits and
     accuracy (inside ``runner``'s strategy scope when given); return the model.
 
@@ -118,16 +208,25 @@ def compile_brainview_model(model, *, learning_rate=1e-4, runner=None, jit_compi
     cosine decay from ``learning_rate`` to 1 % of it over that many training steps.
     ``jit_compile`` is passed to ``Model.compile`` (False by default: XLA compilation of
     EfficientNet costs more time on a CPU than the short brainview runs gain).
+    ``ema_momentum`` (optional, in (0, 1)) keeps an exponential moving average of the
+    trainable weights (``Adam(use_ema=True)``), which ``Model.fit`` copies into the model when
+    it ends.
     """
+    if ema_momentum is not None and (not isinstance(ema_momentum, numbers.Real)
+                                     or isinstance(ema_momentum, bool)
+                                     or not 0 < ema_momentum < 1):
+        raise ValueError(f"ema_momentum must be in (0, 1); got {ema_momentum!r}")
+    ema = {} if ema_momentum is None else {"use_ema": True,
+                                           "ema_momentum": float(ema_momentum)}
     if decay_steps is not None and (not isinstance(decay_steps, int) or decay_steps < 1):
         raise ValueError(f"decay_steps must be a positive int; got {decay_steps!r}")
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def optimizer():
         if decay_steps is None:
-            return keras.optimizers.Adam(learning_rate)
+            return keras.optimizers.Adam(learning_rate, **ema)
         return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps, alpha=0.01))
+            learning_rate, decay_steps, alpha=0.01), **ema)
 
     if runner is not None:
         return runner.compile(model, optimizer=optimizer, loss=loss, metrics=["accuracy"],

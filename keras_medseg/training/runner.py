@@ -159,7 +159,8 @@ class Runner:
             When resuming a run folder that holds training state (finished stages or a
             backup) of a run whose ``config.json`` has other settings: resuming would reuse
             its weights and skip its finished stages. Settings that do not change the
-            result (:data:`RESUME_FREE_KEYS`) may differ.
+            result (:data:`RESUME_FREE_KEYS`) may differ, and keys the old file lacks
+            (fields added since) are not compared.
         """
         if not self._writes():
             return None
@@ -367,17 +368,17 @@ class Runner:
 
 
 def _differences(old, new, free, prefix=""):
-    """``"key: old -> new"`` for every leaf that differs, keys in ``free`` excepted."""
+    """``"key: old -> new"`` for every leaf that differs, keys in ``free`` and keys new
+    since the old run (config fields added by a later version, which default to the old
+    behaviour) excepted."""
     out = []
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new), key=str):
-            if key in free:
+            if key in free or key not in old:
                 continue
             name = f"{prefix}{key}"
-            if key not in old or key not in new:
-                before = repr(old[key]) if key in old else "missing"
-                after = repr(new[key]) if key in new else "missing"
-                out.append(f"{name}: {before} -> {after}")
+            if key not in new:
+                out.append(f"{name}: {old[key]!r} -> missing")
             else:
                 out += _differences(old[key], new[key], free, prefix=name + ".")
     elif old != new:

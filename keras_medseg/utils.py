@@ -72,10 +72,11 @@ def write_text(path, text):
 
 def write_json(path, obj):
     """Write ``obj`` as indented JSON atomically; return the path."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
-def _json_default(obj):
+def json_default(obj):
+    """``json.dumps`` ``default`` of :func:`write_json`: NumPy scalars and arrays, paths."""
     import numpy as np
 
     if isinstance(obj, np.generic):

@@ -133,9 +133,7 @@ class BrainviewConfig:
         check_choice(self.progress, ("keras", "tqdm", "none"), name="progress")
         for name in ("augment_stretch", "augment_zoom_out", "augment_contrast",
                      "augment_brightness"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number; got {value!r}")
+            check_positive(getattr(self, name), name=name, allow_zero=True)
         if not isinstance(self.ema_momentum, (int, float)) or isinstance(self.ema_momentum, bool) \
                 or not 0 <= self.ema_momentum < 1:
             raise ValueError(f"ema_momentum must be in [0, 1); got {self.ema_momentum!r}")
@@ -277,6 +275,11 @@ def plot_confusion_matrix(path, matrix, *, class_names=VIEWS, title=None):
     return save_figure(fig, path)
 
 
+def _scorer(model, config):
+    """The model whose scores are reported: ``model``, or its flip average with ``tta``."""
+    return flip_tta_model(model) if config.tta else model
+
+
 def evaluate_model(model, data, out_dir, *, config, prefix="test", gradcam=True,
                    misclassified=True):
     """Evaluate ``model`` on ``data`` and write the report files into ``out_dir``.
@@ -297,9 +300,8 @@ def evaluate_model(model, data, out_dir, *, config, prefix="test", gradcam=True,
     out_dir = Path(out_dir)
     size = (config.image_size,) * 2
     ds = make_dataset(data, image_size=size, batch_size=config.batch_size)
-    scorer = flip_tta_model(model) if config.tta else model
-    result = evaluate_classifier(scorer, ds, class_names=list(VIEWS), out_dir=out_dir,
-                                 prefix=prefix)
+    result = evaluate_classifier(_scorer(model, config), ds, class_names=list(VIEWS),
+                                 out_dir=out_dir, prefix=prefix)
     paths = {k: str(v) for k, v in result.paths.items()}
     paths["confusion_matrix"] = str(plot_confusion_matrix(
         out_dir / f"{prefix}_confusion_matrix.png", result.report.counts.matrix,
@@ -367,7 +369,7 @@ def cross_validate(train, out_dir, *, config, build_model=None, groups=None, ext
                            title=f"fold {i}: accuracy")
         ds = make_dataset(fold_val, image_size=(config.image_size,) * 2,
                           batch_size=config.batch_size)
-        y_true, y_score = predict_scores(flip_tta_model(model) if config.tta else model, ds)
+        y_true, y_score = predict_scores(_scorer(model, config), ds)
         report = classification_report(y_true, y_score, class_names=list(VIEWS))
         rows.append({"fold": i, **_scores(report)})
     table = _fold_table(rows)

@@ -27,6 +27,7 @@ import numbers
 
 import keras
 
+from keras_medseg._checks import check_positive
 from keras_medseg.training.transfer import (build_transfer_classifier, calibrate_batchnorm,
                                             get_backbone, unfreeze_from)
 
@@ -88,8 +89,7 @@ def view_augmentation(*, seed=None, rotation=0.05, zoom=0.1, shift=0.05, stretch
     for name, value in (("rotation", rotation), ("zoom", zoom), ("shift", shift),
                         ("stretch", stretch), ("zoom_out", zoom_out), ("contrast", contrast),
                         ("brightness", brightness)):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{name} must be a non-negative number; got {value!r}")
+        check_positive(value, name=name, allow_zero=True)
     counter = iter(range(100))
 
     def next_seed():

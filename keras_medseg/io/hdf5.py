@@ -24,6 +24,7 @@ memory; ``IsegPatchDataset`` wraps it as a ``keras.utils.PyDataset`` for ``model
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,7 +37,7 @@ __all__ = [
     "ISEG_LABEL_VALUES", "ISEG_CLASS_NAMES", "Hdf5FormatError", "IsegSubject",
     "map_iseg_labels", "cut_edge_bounds", "prepare_hdf5_cutedge", "write_iseg_hdf5",
     "read_iseg_hdf5", "iseg_hdf5_shape", "read_iseg_crop", "CubeRotation", "cube_rotations",
-    "rotate_volume", "IsegPatchSampler", "IsegPatchDataset", "patch_tf_dataset",
+    "rotate_volume", "check_augmentation", "IsegPatchSampler", "IsegPatchDataset", "patch_tf_dataset",
 ]
 
 #: Label values in the iSeg-2017 files, in class order (background, CSF, GM, WM).
@@ -363,16 +364,6 @@ class CubeRotation(NamedTuple):
         return tuple(int(shape[p]) for p in self.perm)
 
 
-def _perm_sign(perm):
-    sign, perm = 1, list(perm)
-    for i in range(len(perm)):
-        while perm[i] != i:
-            j = perm[i]
-            perm[i], perm[j] = perm[j], perm[i]
-            sign = -sign
-    return sign
-
-
 def cube_rotations(axis=None):
     """The proper rotations of a cube that map the voxel grid onto itself.
 
@@ -395,11 +386,12 @@ def cube_rotations(axis=None):
     out = []
     for perm in itertools.permutations(range(3)):
         for flips in itertools.product((False, True), repeat=3):
-            if _perm_sign(perm) * (-1) ** sum(flips) != 1:
+            rotation = CubeRotation(tuple(perm), tuple(flips))
+            if round(np.linalg.det(rotation.matrix)) != 1:
                 continue
             if axis is not None and (perm[axis] != axis or flips[axis]):
                 continue
-            out.append(CubeRotation(tuple(perm), tuple(flips)))
+            out.append(rotation)
     return tuple(out)
 
 
@@ -438,6 +430,35 @@ def rotate_volume(array, rotation, *, inverse=False):
 
 
 # ---------------------------------------------------------------------- patch sampling
+def check_augmentation(crop_size, *, rotate, rotate_axis, intensity):
+    """Check the training-augmentation options of :class:`IsegPatchSampler`.
+
+    Returns
+    -------
+    rotate_axis : int or None
+    intensity : float
+
+    Raises
+    ------
+    ValueError
+        For a ``rotate_axis`` not in {None, 0, 1, 2}, a ``crop_size`` that ``rotate`` cannot
+        turn onto itself (not cubic; with ``rotate_axis``, unequal along the two other axes)
+        or an ``intensity`` outside [0, 1).
+    """
+    if rotate_axis is not None:
+        rotate_axis = check_choice(rotate_axis, (0, 1, 2), name="rotate_axis")
+    if rotate:
+        others = {c for i, c in enumerate(crop_size) if i != rotate_axis}
+        if len(others) != 1:
+            need = ("cubic" if rotate_axis is None else
+                    f"equal along the axes other than rotate_axis={rotate_axis}")
+            raise ValueError(f"crop_size must be {need} to rotate crops; got {crop_size}")
+    if isinstance(intensity, bool) or not isinstance(intensity, numbers.Real) \
+            or not 0 <= intensity < 1:
+        raise ValueError(f"intensity must be a number in [0, 1); got {intensity!r}")
+    return rotate_axis, float(intensity)
+
+
 class IsegPatchSampler:
     """Batches of crops from a list of iSeg HDF5 files (a picklable, numpy-only sampler).
 
@@ -508,18 +529,9 @@ class IsegPatchSampler:
         self.class_balanced = bool(class_balanced)
         self.pad_value = float(pad_value)
         self.rotate = bool(rotate)
-        self.rotate_axis = None if rotate_axis is None else check_choice(
-            rotate_axis, (0, 1, 2), name="rotate_axis")
-        if self.rotate:
-            others = [c for i, c in enumerate(crop_size) if i != self.rotate_axis]
-            if len(set(others)) != 1:
-                need = ("cubic" if self.rotate_axis is None else
-                        f"equal along the axes other than rotate_axis={self.rotate_axis}")
-                raise ValueError(f"crop_size must be {need} to rotate crops; got {crop_size}")
+        self.rotate_axis, self.intensity = check_augmentation(
+            crop_size, rotate=self.rotate, rotate_axis=rotate_axis, intensity=intensity)
         self.rotations = cube_rotations(self.rotate_axis) if self.rotate else ()
-        if isinstance(intensity, bool) or not 0 <= float(intensity) < 1:
-            raise ValueError(f"intensity must be a number in [0, 1); got {intensity!r}")
-        self.intensity = float(intensity)
         self.shapes = []
         for f in self.files:
             shape, _, has_label = iseg_hdf5_shape(f)

@@ -98,15 +98,10 @@ class IsegDataConfig:
             _check_int(c, "crop_size")
         _check_int(self.batch_size, "batch_size")
         _check_int(self.repeats, "repeats")
-        if self.rotate_axis is not None:
-            check_choice(self.rotate_axis, (0, 1, 2), name="rotate_axis")
-        if self.rotate:
-            others = {c for i, c in enumerate(self.crop_size) if i != self.rotate_axis}
-            if len(others) != 1:
-                raise ValueError(f"crop_size must be cubic (with rotate_axis: equal along the "
-                                 f"other two axes) when rotate is on; got {self.crop_size!r}")
-        if isinstance(self.intensity, bool) or not 0 <= self.intensity < 1:
-            raise ValueError(f"intensity must be in [0, 1); got {self.intensity!r}")
+        from keras_medseg.io.hdf5 import check_augmentation
+
+        check_augmentation(self.crop_size, rotate=self.rotate, rotate_axis=self.rotate_axis,
+                           intensity=self.intensity)
 
 
 @dataclasses.dataclass

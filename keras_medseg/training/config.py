@@ -31,7 +31,7 @@ import typing
 from pathlib import Path
 
 from keras_medseg._checks import check_choice, check_positive
-from keras_medseg.utils import write_json
+from keras_medseg.utils import json_default, write_json
 
 __all__ = [
     "DataConfig",
@@ -40,6 +40,7 @@ __all__ = [
     "add_config_arguments",
     "config_from_args",
     "config_from_dict",
+    "config_sections",
     "config_to_dict",
     "load_config",
     "save_config",
@@ -261,6 +262,14 @@ def config_from_dict(cls, data):
     return cls(**values)
 
 
+def config_sections(**sections):
+    """The sections as :func:`save_config` stores them (JSON values: tuples become lists),
+    without the ``versions`` entry."""
+    out = {name: config_to_dict(s) if dataclasses.is_dataclass(s) else s
+           for name, s in sections.items()}
+    return json.loads(json.dumps(out, default=json_default))
+
+
 def save_config(run_dir, **sections):
     """Write ``config.json`` into ``run_dir``: one key per section, plus library versions.
 
@@ -279,9 +288,7 @@ def save_config(run_dir, **sections):
 
     import keras_medseg
 
-    out = {}
-    for name, section in sections.items():
-        out[name] = config_to_dict(section) if dataclasses.is_dataclass(section) else section
+    out = config_sections(**sections)
     out["versions"] = {"keras_medseg": keras_medseg.__version__, "keras": keras.__version__,
                        "backend": keras.backend.backend()}
     return write_json(Path(run_dir) / "config.json", out)

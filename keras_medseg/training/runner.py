@@ -21,7 +21,6 @@ moments) restarts. Under a multi-worker strategy only the chief writes these fil
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -38,8 +37,8 @@ from keras_medseg.training.callbacks import (
     read_csv_log,
 )
 from keras_medseg.training.distribute import get_strategy, is_chief
-from keras_medseg.training.config import config_to_dict, save_config
-from keras_medseg.utils import _json_default, atomic_path, write_json, write_text
+from keras_medseg.training.config import config_sections, save_config
+from keras_medseg.utils import atomic_path, write_json, write_text
 
 __all__ = ["Runner", "train"]
 
@@ -181,11 +180,8 @@ class Runner:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             return                      # unreadable: nothing to compare with, overwritten
-        new = {name: config_to_dict(v) if dataclasses.is_dataclass(v) else v
-               for name, v in sections.items()}
-        new = json.loads(json.dumps(new, default=_json_default))   # as stored: tuples -> lists
         old.pop("versions", None)
-        changed = _differences(old, new, self.RESUME_FREE_KEYS)
+        changed = _differences(old, config_sections(**sections), self.RESUME_FREE_KEYS)
         if changed:
             shown = "; ".join(changed[:5]) + (f"; ... ({len(changed)} in all)"
                                                 if len(changed) > 5 else "")

@@ -16,7 +16,8 @@ _EXPORTS = {
     "losses": ("OnlineSampleFilteringLoss", "PositiveSmoothL1Loss", "decode_regression",
                "encode_regression_targets", "fp_reduction_losses", "hybrid_loss",
                "pack_regression_targets"),
-    "models": ("CENTRE_OFFSET", "RECEPTIVE_FIELD", "STRIDE", "build_candidate_screening",
+    "models": ("CENTRE_OFFSET", "RECEPTIVE_FIELD", "STRIDE", "average_models",
+               "build_candidate_screening",
                "build_detector", "build_fp_reduction", "init_fp_reduction_from_screening",
                "input_to_output", "output_to_input"),
     "screening": ("ScreeningResult", "boxes_from_probability_map", "screen_volume"),
@@ -26,8 +27,9 @@ _EXPORTS = {
                  "quick_stage1_config", "quick_stage2_config", "train_stage1", "train_stage2",
                  "write_regression_targets"),
     "evaluation": ("Detections", "EvalConfig", "crop_patches", "detect_volume",
-                   "evaluate_detections", "evaluate_series", "plot_froc", "pool_evaluations"),
-    "pipeline": ("FoldResult", "PipelineConfig", "PipelineResult", "quick_configs", "run_fold",
-                 "run_pipeline"),
+                   "evaluate_detections", "evaluate_series", "odds_score", "plot_froc",
+                   "pool_evaluations"),
+    "pipeline": ("FoldResult", "PipelineConfig", "PipelineResult", "quick_configs",
+                 "reevaluate_run", "run_fold", "run_pipeline"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

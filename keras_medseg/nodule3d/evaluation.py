@@ -9,7 +9,9 @@ Detection of one resampled, normalised volume (:func:`detect_volume`):
    ``max_candidates`` best (:func:`~keras_medseg.nodule3d.screening.boxes_from_probability_map`);
 3. stage 2 classifies a crop of its input size centred on every candidate (voxels outside
    the volume take ``pad_value``); a candidate's score is its largest non-background
-   stage-2 probability (``score="cascade"``: times its stage-1 probability). With a
+   stage-2 probability (``score="cascade"``: times its stage-1 probability;
+   ``score="odds"``: the two stages' odds multiplied, ``p1 p2 / (p1 p2 + q1 q2)`` with ``q``
+   the background probabilities, computed in log space and float64). With a
    regression head and ``use_regression``, the decoded lesion centre replaces the candidate
    centre.
 
@@ -40,6 +42,7 @@ from typing import NamedTuple
 
 import keras
 import numpy as np
+import scipy.special
 
 from keras_medseg._checks import check_choice, check_positive
 from keras_medseg.io.tables import group_by_series, read_series_csv
@@ -54,11 +57,15 @@ from keras_medseg.utils import (markdown_table, new_figure, save_figure, write_c
 __all__ = [
     "EvalConfig", "Detections", "EvaluationReport", "crop_patches", "detect_volume",
     "evaluate_detections", "evaluate_series", "pool_evaluations", "plot_froc",
-    "write_report", "read_candidates", "read_lesions",
+    "write_report", "read_candidates", "read_lesions", "odds_score",
 ]
 
 # The normalised value of air (HU -1000 windowed to 0, minus the mean): crop padding.
 AIR = -float(NODULE3D_MEAN)
+
+
+# Candidate scores of EvalConfig.score.
+SCORES = ("stage2", "cascade", "odds")
 
 
 @dataclasses.dataclass
@@ -73,9 +80,9 @@ class EvalConfig:
     roi_size: tuple[int, ...] = dataclasses.field(
         default=(25, 60, 60), metadata={"help": "NMS box (z, y, x)"})
     score: str = dataclasses.field(default="stage2", metadata={
-        "choices": ("stage2", "cascade"),
-        "help": "candidate score: stage2 (the paper) or cascade (stage-1 x stage-2 "
-                "probability)"})
+        "choices": SCORES,
+        "help": "candidate score: stage2 (the paper), cascade (stage-1 x stage-2 "
+                "probability) or odds (stage-1 x stage-2 odds, as a probability)"})
     use_regression: bool = dataclasses.field(
         default=False, metadata={"help": "move candidates to the regressed centre"})
     batch_size: int = dataclasses.field(default=8, metadata={"help": "stage-2 crops per pass"})
@@ -91,7 +98,7 @@ class EvalConfig:
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1]; got {v!r}")
         check_positive(self.max_candidates, name="max_candidates")
-        check_choice(self.score, ("stage2", "cascade"), name="score")
+        check_choice(self.score, SCORES, name="score")
         check_positive(self.batch_size, name="batch_size")
         check_positive(self.bootstrap, name="bootstrap", allow_zero=True)
         if len(self.roi_size) != 3 or any(int(s) < 1 for s in self.roi_size):
@@ -102,7 +109,7 @@ class Detections(NamedTuple):
     """Detections of one volume, by descending ``scores``.
 
     centres (n, 3) float64 voxels (z, y, x) of the resampled volume; scores (n,) float32
-    (stage 2); stage1_scores (n,) float32; labels (n,) int64 (class ids != 0);
+    (stage 2; float64 with ``score="odds"``); stage1_scores (n,) float32; labels (n,) int64 (class ids != 0);
     diameters (n,) float64 voxels (NaN without regression)."""
 
     centres: np.ndarray
@@ -172,6 +179,21 @@ def _stage2_outputs(fp_model, crops, batch_size):
     return p, (np.concatenate(regs).astype(np.float64) if regs else None)
 
 
+def odds_score(p1, q1, p2, q2):
+    """Posterior of two independent stages: ``p1 p2 / (p1 p2 + q1 q2)`` (float64).
+
+    ``p`` is a stage's probability of the candidate's class and ``q`` its background
+    probability; the log-odds of the stages add (a naive-Bayes combination with equal class
+    priors). Computed from ``q`` directly and in log space, so a stage-1 probability that
+    rounds to 1 in float32 still ranks by its background probability; only posteriors within
+    about 1e-16 of 1 tie.
+    """
+    tiny = np.finfo(np.float64).tiny
+    f = [np.maximum(np.asarray(a, dtype=np.float64), tiny) for a in (p1, q1, p2, q2)]
+    logit = np.log(f[0]) - np.log(f[1]) + np.log(f[2]) - np.log(f[3])
+    return scipy.special.expit(logit)
+
+
 def detect_volume(screening_model, fp_model, volume, *, config=None, pad_value=AIR):
     """Two-stage detection on one resampled, normalised volume (module docstring).
 
@@ -212,6 +234,10 @@ def detect_volume(screening_model, fp_model, volume, *, config=None, pad_value=A
     scores = fg[np.arange(n), labels - 1].astype(np.float32)
     if cfg.score == "cascade":
         scores = scores * prop.scores.astype(np.float32)
+    elif cfg.score == "odds":
+        mi = prop.map_indices
+        q1 = result.probabilities[mi[:, 0], mi[:, 1], mi[:, 2], 0]
+        scores = odds_score(prop.scores, q1, scores, p[:, 0])
     if reg is not None:
         rel, diam = decode_regression(reg, patch_size=size)
         if cfg.use_regression:

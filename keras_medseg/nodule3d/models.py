@@ -56,6 +56,7 @@ __all__ = [
     "build_candidate_screening",
     "build_fp_reduction",
     "build_detector",
+    "average_models",
     "init_fp_reduction_from_screening",
     "output_to_input",
     "input_to_output",
@@ -364,7 +365,80 @@ def build_detector(screening_model, fp_model, *, roi_size=None, score_threshold=
     return keras.Model(inputs, outputs, name=name)
 
 
+def average_models(models, *, name="fp_reduction_ensemble"):
+    """One model whose outputs are the means of ``models``' outputs (an ensemble).
+
+    Used for an ensemble of stage-2 networks trained with different seeds
+    (``PipelineConfig.stage2_members``): the class probabilities and, with a regression head, the
+    encoded regression outputs are averaged output by output, so the result is a drop-in
+    stage-2 model (:func:`build_detector`, ``evaluate_series``) and saves as one ``.keras``
+    file.
+
+    Parameters
+    ----------
+    models : sequence of keras.Model or path-like
+        At least one single-input model; all with the same input shape and the same outputs
+        (one tensor each, or dicts with the same keys). Paths are loaded without compiling.
+    name : str
+
+    Returns
+    -------
+    keras.Model
+
+    Raises
+    ------
+    ValueError
+        For an empty sequence, a model with several inputs, or members whose input shapes
+        or output structures differ (naming the member).
+    """
+    members = [_load(m) for m in models]
+    if not members:
+        raise ValueError("models must hold at least one model")
+    first = members[0]
+    if len(first.inputs) != 1:
+        raise ValueError(f"models[0] must have one input; got {len(first.inputs)}")
+    shape = tuple(first.inputs[0].shape)
+    inputs = keras.Input(shape[1:], name="patch")
+    outs = []
+    for i, member in enumerate(members):
+        if len(member.inputs) != 1 or tuple(member.inputs[0].shape) != shape:
+            raise ValueError(f"models[{i}] must take one input of shape {shape}; got "
+                             f"{[tuple(t.shape) for t in member.inputs]}")
+        # a copy with a unique name: nested models of one name cannot share a functional model
+        wrapped = keras.Model(member.inputs, member.output, name=f"member_{i}")
+        out = wrapped(inputs)
+        keys = sorted(out) if isinstance(out, dict) else None
+        if outs and keys != outs[0][0]:
+            raise ValueError(f"models[{i}] outputs {keys or 'one tensor'}; models[0] outputs "
+                             f"{outs[0][0] or 'one tensor'}")
+        outs.append((keys, out))
+    if len(members) == 1:
+        return keras.Model(inputs, outs[0][1], name=name)
+
+    def mean(tensors, label):
+        return keras.layers.Average(name=f"mean_{label}")(list(tensors))
+
+    keys = outs[0][0]
+    if keys is None:
+        outputs = mean([o for _, o in outs], "output")
+    else:
+        outputs = {k: mean([o[k] for _, o in outs], k) for k in keys}
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _load(model):
+    if isinstance(model, (str, os.PathLike)):
+        import keras_medseg.nodule3d.layers  # noqa: F401  (registers the custom layers)
+        import keras_medseg.nodule3d.losses  # noqa: F401
+        return keras.saving.load_model(model, compile=False)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"expected a keras.Model or a model file; got {model!r}")
+    return model
+
+
 # ----------------------------------------------------------------------------- index map
+
+
 def _as_index_array(idx, name):
     arr = np.asarray(idx)
     if arr.ndim == 0 or arr.shape[-1] != 3:

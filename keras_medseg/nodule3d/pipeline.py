@@ -18,10 +18,14 @@ Layout of ``out_dir``::
     kfold/kfold_series<f>_{train,test}.csv
     data/          resampled cache, patches, patch CSVs, mapping.csv, regression targets
     fold<f>/stage1/, fold<f>/stage2/      run folders (model.keras, log.csv, config.json ...)
+    fold<f>/stage2_m<i>/, stage2_ensemble/ with ``stage2_members > 1``: the other members and
+                                          their average (model.keras)
     fold<f>/detector.keras                the full two-stage detector (optional)
     fold<f>/evaluation/                   candidates, lesions, FROC/recall tables and plot
     fold<f>/steps/<step>.json
     summary/       pooled FROC over the folds run, folds.csv/.md, pipeline.json
+    <name>/        :func:`reevaluate_run`: fold<f>/ evaluations and summary/ with other
+                   evaluation settings, steps/ markers
 """
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ from keras_medseg.training.config import config_to_dict
 from keras_medseg.utils import write_json
 
 __all__ = ["PipelineConfig", "FoldResult", "PipelineResult", "quick_configs", "run_fold",
-           "run_pipeline"]
+           "run_pipeline", "reevaluate_run"]
 
 
 @dataclasses.dataclass
@@ -67,6 +71,9 @@ class PipelineConfig:
     spacing: float = dataclasses.field(default=1.0, metadata={"help": "resampled voxel (mm)"})
     save_detector: bool = dataclasses.field(
         default=True, metadata={"help": "save the full detector as fold<f>/detector.keras"})
+    stage2_members: int = dataclasses.field(default=1, metadata={
+        "help": "stage-2 networks trained with seeds seed, seed+1, ...; their outputs are "
+                "averaged (1 = one network, the original)"})
 
     def __post_init__(self):
         if not isinstance(self.k, int) or self.k < 2:
@@ -77,6 +84,8 @@ class PipelineConfig:
         for name in ("n_jitter", "max_jitter", "negative_ratio", "fp_ratio"):
             check_positive(getattr(self, name), name=name, allow_zero=True)
         check_positive(self.spacing, name="spacing")
+        if not isinstance(self.stage2_members, int) or self.stage2_members < 1:
+            raise ValueError(f"stage2_members must be an int >= 1; got {self.stage2_members!r}")
         if not 0 <= self.mining_threshold <= 1:
             raise ValueError(f"mining_threshold must be in [0, 1]; got {self.mining_threshold}")
 
@@ -209,6 +218,20 @@ def run_fold(fold, out_dir, *, pipeline=None, stage1=None, stage2=None, evaluati
                              lambda: str(train_stage2(
                                  s2_csv, fdir / "stage2", mapping, targets=targets,
                                  stage1_model=s1_model, config=c2)))
+    if p.stage2_members > 1:
+        members, digests = [s2_model], [d4]
+        for i in range(1, p.stage2_members):
+            ci = dataclasses.replace(c2, seed=c2.seed + i)
+            settings = dict(upstream=d3, config=config_to_dict(ci))
+            path, di = steps.run(f"train_stage2_m{i}", settings,
+                                 lambda: str(train_stage2(
+                                     s2_csv, fdir / f"stage2_m{i}", mapping, targets=targets,
+                                     stage1_model=s1_model, config=ci)))
+            members.append(path)
+            digests.append(di)
+        s2_model, d4 = steps.run("stage2_ensemble", dict(members=digests),
+                                 lambda: _save_ensemble(members, fdir / "stage2_ensemble"
+                                                        / "model.keras"))
     if p.save_detector:
         steps.run("detector", dict(upstream=d4, stage1=d2),
                   lambda: _save_detector(s1_model, s2_model, fdir / "detector.keras"))
@@ -225,6 +248,17 @@ def run_fold(fold, out_dir, *, pipeline=None, stage1=None, stage2=None, evaluati
 def _num_scans(ev_dir):
     return int(json.loads((Path(ev_dir) / "metrics.json").read_text(encoding="utf-8"))
                ["num_scans"])
+
+
+def _save_ensemble(paths, target):
+    from keras_medseg.nodule3d.models import average_models
+    from keras_medseg.utils import atomic_path
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        average_models(paths).save(str(tmp))
+    return str(target)
 
 
 def _save_detector(s1_path, s2_path, target):
@@ -280,3 +314,78 @@ def run_pipeline(series_csv, out_dir, *, pipeline=None, stage1=None, stage2=None
     log(f"[nodule3d] pooled CPM over folds {folds}: {pooled.froc.cpm:.3f} "
         f"({summary / 'folds.md'})")
     return PipelineResult(results, pooled, summary)
+
+
+_RESERVED = {"data", "kfold", "summary", "synthetic"}
+
+
+def reevaluate_run(out_dir, name, *, evaluation=None, progress=False, log=print):
+    """Evaluate the trained models of a finished :func:`run_pipeline` folder again, with
+    other evaluation settings, without touching its own results.
+
+    Every fold whose ``evaluate`` step is done is scored on its test series with its
+    stage-1 model and its stage-2 model (``stage2_ensemble/`` when the run trained several
+    members); the results go to ``out_dir/<name>/fold<f>/`` and the pooled FROC to
+    ``out_dir/<name>/summary/`` (``folds.md``). Resumable: a rerun skips folds already
+    scored with the same settings and refuses other settings in the same ``name``.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        A run folder of :func:`run_pipeline`.
+    name : str
+        Folder name under ``out_dir`` for these results (not ``fold<f>``, ``data``, ``kfold``,
+        ``summary``, ``synthetic``).
+    evaluation : EvalConfig, optional
+    progress, log
+        As :func:`run_fold`.
+
+    Returns
+    -------
+    EvaluationReport
+        Of the pooled folds.
+    """
+    ev = EvalConfig() if evaluation is None else evaluation
+    out = Path(out_dir)
+    name = str(name)
+    if (not name or Path(name).name != name or name in _RESERVED or name.startswith("fold")
+            or name.startswith(".")):
+        raise ValueError(f"name must be a plain folder name other than fold<f>, "
+                         f"{', '.join(sorted(_RESERVED))}; got {name!r}")
+    folds = sorted(int(d.name[4:]) for d in out.glob("fold*")
+                   if d.name[4:].isdigit() and (d / "steps" / "evaluate.json").is_file())
+    if not folds:
+        raise FileNotFoundError(f"{out}: no finished fold (fold<f>/steps/evaluate.json); run "
+                                f"run_folds.py first")
+    target = out / name
+    steps = _Steps(target / "steps", log)
+    ev_cfg = config_to_dict(ev)
+    dirs = {}
+    for fold in folds:
+        fdir = out / f"fold{fold}"
+        record = json.loads((fdir / "steps" / "stage1_patches.json").read_text(encoding="utf-8"))
+        spacing = float(record["settings"].get("spacing", 1.0))
+        s2_step = ("stage2_ensemble" if (fdir / "steps" / "stage2_ensemble.json").is_file()
+                   else "train_stage2")
+        s1 = fdir / "stage1" / "model.keras"
+        s2 = fdir / ("stage2_ensemble" if s2_step == "stage2_ensemble" else "stage2") \
+            / "model.keras"
+        for f in (s1, s2):
+            if not f.is_file():
+                raise FileNotFoundError(f"{f}: model missing in a finished fold")
+        test_csv = out / "kfold" / kfold_file_names(fold)[1]
+        ev_dir = target / f"fold{fold}"
+        upstream = [json.loads((fdir / "steps" / f"{k}.json").read_text(
+            encoding="utf-8"))["digest"] for k in ("train_stage1", s2_step)]
+        steps.run(f"fold{fold}", dict(upstream=upstream, config=ev_cfg),
+                  lambda: float(evaluate_series(s1, s2, test_csv, ev_dir,
+                                                cache_dir=out / "data" / "resampled",
+                                                config=ev, spacing=spacing,
+                                                progress=progress).froc.cpm))
+        dirs[fold] = ev_dir
+    pooled = pool_evaluations(dirs, target / "summary", config=ev)
+    write_json(target / "summary" / "evaluation.json", dict(folds=folds, cpm=pooled.froc.cpm,
+                                                            evaluation=ev_cfg))
+    log(f"[nodule3d] {name}: pooled CPM over folds {folds}: {pooled.froc.cpm:.3f} "
+        f"({target / 'summary' / 'folds.md'})")
+    return pooled

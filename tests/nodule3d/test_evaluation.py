@@ -4,12 +4,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import scipy.special
 import tensorflow as tf
 from keras import ops
 
 from keras_medseg.nodule3d.evaluation import (EvalConfig, crop_patches, detect_volume,
-                                              evaluate_detections, pool_evaluations,
-                                              write_report)
+                                              evaluate_detections, odds_score,
+                                              pool_evaluations, write_report)
 from keras_medseg.nodule3d.models import RECEPTIVE_FIELD, STRIDE
 
 
@@ -145,5 +146,29 @@ class DetectVolumeTest(tf.test.TestCase):
                           reverse=True)
         self.assertAllClose(casc.scores, [e[0] for e in expected], rtol=1e-6)
         self.assertAllClose(casc.centres, [e[1] for e in expected])
+        # odds score: p1 p2 / (p1 p2 + q1 q2), stage-1 background probability 1 - p1 here
+        odds = detect_volume(_mean_screening_model(), _centre_voxel_fp_model(), vol,
+                             config=EvalConfig(max_candidates=10, score="odds"))
+        p1, p2 = det.stage1_scores.astype(np.float64), det.scores.astype(np.float64)
+        post = p1 * p2 / (p1 * p2 + (1 - p1) * (1 - p2))
+        expected = sorted(zip(post, map(tuple, det.centres)), reverse=True)
+        self.assertEqual(odds.scores.dtype, np.float64)
+        self.assertAllClose(odds.scores, [e[0] for e in expected], rtol=1e-5)
+        self.assertAllClose(odds.centres, [e[1] for e in expected])
         with self.assertRaisesRegex(ValueError, "score"):
             EvalConfig(score="mean")
+
+    def test_odds_score(self):
+        rng = np.random.default_rng(0)
+        p1, p2 = rng.uniform(0.01, 0.99, (2, 50))
+        got = odds_score(p1, 1 - p1, p2, 1 - p2)
+        self.assertAllClose(got, p1 * p2 / (p1 * p2 + (1 - p1) * (1 - p2)), rtol=1e-12)
+        # equal odds cancel; a certain stage decides
+        self.assertAllClose(odds_score(0.3, 0.7, 0.7, 0.3), 0.5)
+        self.assertAllClose(odds_score([1.0, 0.0], [0.0, 1.0], 0.5, 0.5), [1.0, 0.0])
+        # stage-1 probabilities that are both 1.0 in float32 still rank by their background
+        # probability (the product of probabilities ties them)
+        a = odds_score(np.float32(1.0), np.float32(1e-12), 0.6, 0.4)
+        b = odds_score(np.float32(1.0), np.float32(1e-9), 0.6, 0.4)
+        self.assertGreater(a, b)
+        self.assertAllClose(scipy.special.logit(a), np.log(1e12) + np.log(1.5), rtol=1e-4)

@@ -336,3 +336,49 @@ class DetectorTest(tf.test.TestCase):
             M.build_detector(s1, M.build_fp_reduction((15, 30, 30, 2), regression=False))
         with self.assertRaisesRegex(ValueError, "fp_model"):
             M.build_detector(s1, "model")
+
+
+class AverageModelsTest(tf.test.TestCase):
+
+    def test_mean_of_members_round_trip_and_detector(self):
+        keras.utils.set_random_seed(0)
+        members = [randomise(M.build_fp_reduction((15, 30, 30, 1)), seed=s) for s in (1, 2, 3)]
+        ensemble = M.average_models(members)
+        x = np.random.default_rng(5).normal(size=(3, 15, 30, 30, 1)).astype(np.float32)
+        outs = [m(x) for m in members]
+        got = ensemble(x)
+        self.assertEqual(set(got), {"classification", "regression"})
+        for key in got:
+            ref = np.mean([np.asarray(o[key]) for o in outs], axis=0)
+            self.assertAllClose(got[key], ref, atol=1e-6)
+            # the members really differ, so the mean is not one of them
+            self.assertGreater(np.abs(np.asarray(outs[0][key]) - ref).max(), 1e-3)
+        path = os.path.join(self.get_temp_dir(), "ensemble.keras")
+        ensemble.save(path)
+        loaded = keras.saving.load_model(path, compile=False)
+        again = loaded(x)
+        for key in got:
+            self.assertAllClose(again[key], got[key], atol=1e-6)
+        det = M.build_detector(M.build_candidate_screening(), loaded, max_proposals=2)
+        self.assertIn("centres", det.output)
+        # a single-output model, and files as members
+        plain = [randomise(M.build_fp_reduction((15, 30, 30, 1), regression=False), seed=s)
+                 for s in (4, 5)]
+        paths = []
+        for i, m in enumerate(plain):
+            paths.append(os.path.join(self.get_temp_dir(), f"m{i}.keras"))
+            m.save(paths[-1])
+        mean = M.average_models(paths)(x)
+        self.assertAllClose(mean, (np.asarray(plain[0](x)) + np.asarray(plain[1](x))) / 2,
+                            atol=1e-6)
+
+    def test_errors(self):
+        with self.assertRaisesRegex(ValueError, "at least one"):
+            M.average_models([])
+        a = M.build_fp_reduction((15, 30, 30, 1), regression=False)
+        with self.assertRaisesRegex(ValueError, r"models\[1\] must take one input"):
+            M.average_models([a, M.build_fp_reduction((16, 30, 30, 1), regression=False)])
+        with self.assertRaisesRegex(ValueError, r"models\[1\] outputs"):
+            M.average_models([a, M.build_fp_reduction((15, 30, 30, 1))])
+        with self.assertRaisesRegex(ValueError, "keras.Model or a model file"):
+            M.average_models([a, 3])

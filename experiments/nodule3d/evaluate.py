@@ -12,6 +12,7 @@ Resumable; other settings under the same ``--name`` are refused.
 """
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv=None):
@@ -33,8 +34,6 @@ def main(argv=None):
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from pathlib import Path
-
     print((Path(args.run_dir) / args.name / "summary" / "folds.md").read_text())
     return 0
 

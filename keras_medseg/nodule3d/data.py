@@ -75,6 +75,7 @@ from keras_medseg.io.tables import (PatchRow, TableError, group_by_series,
                                     write_class_mapping, write_patch_csv, write_series_csv)
 from keras_medseg.io.volumes import (NODULE3D_MEAN, nodule3d_normalize, read_volume,
                                      resample_isotropic)
+from keras_medseg.nodule3d.models import _load_model as load_model
 from keras_medseg.utils import atomic_path, write_json
 
 __all__ = [
@@ -795,15 +796,7 @@ def _model_fingerprint(model):
 
 def _load_model(model):
     if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: stage-1 model file not found")
-        import keras_medseg.nodule3d.layers  # noqa: F401  (registers the custom layers)
-
-        try:
-            return keras.saving.load_model(path, compile=False)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path}: cannot load the stage-1 model: {e}") from None
+        return load_model(model, what="stage-1 model")
     return model
 
 

@@ -50,6 +50,7 @@ from keras_medseg.io.volumes import NODULE3D_MEAN
 from keras_medseg.metrics import LUNA16_FP_RATES, froc, recall_at_threshold
 from keras_medseg.nodule3d.data import load_series
 from keras_medseg.nodule3d.losses import decode_regression
+from keras_medseg.nodule3d.models import _load_model
 from keras_medseg.nodule3d.screening import boxes_from_probability_map, screen_volume
 from keras_medseg.utils import (markdown_table, new_figure, save_figure, write_csv, write_json,
                                 write_text)
@@ -109,8 +110,8 @@ class Detections(NamedTuple):
     """Detections of one volume, by descending ``scores``.
 
     centres (n, 3) float64 voxels (z, y, x) of the resampled volume; scores (n,) float32
-    (stage 2; float64 with ``score="odds"``); stage1_scores (n,) float32; labels (n,) int64 (class ids != 0);
-    diameters (n,) float64 voxels (NaN without regression)."""
+    (stage 2; float64 with ``score="odds"``); stage1_scores (n,) float32; labels (n,) int64
+    (class ids != 0); diameters (n,) float64 voxels (NaN without regression)."""
 
     centres: np.ndarray
     scores: np.ndarray
@@ -360,8 +361,8 @@ def evaluate_series(screening_model, fp_model, series_csv, out_dir, *, cache_dir
     from tqdm.auto import tqdm
 
     cfg = EvalConfig() if config is None else config
-    s1 = _load(screening_model)
-    s2 = _load(fp_model) if fp_model is not None else None
+    s1 = _load_model(screening_model)
+    s2 = _load_model(fp_model) if fp_model is not None else None
     by_series = group_by_series(read_series_csv(series_csv))
     cand_rows, lesion_rows = [], []
     for scan, (path, rows) in enumerate(tqdm(by_series.items(), disable=not progress,
@@ -382,18 +383,6 @@ def evaluate_series(screening_model, fp_model, series_csv, out_dir, *, cache_dir
               ["scan", "series", "z", "y", "x", "score", "stage1_score", "label"])
     write_csv(out / "lesions.csv", lesion_rows, ["scan", "series", "z", "y", "x", "d"])
     return _score_files(out, len(by_series), cfg, title=f"FROC ({Path(series_csv).name})")
-
-
-def _load(model):
-    if isinstance(model, keras.Model):
-        return model
-    import keras_medseg.nodule3d.layers  # noqa: F401  (registers the custom layers)
-    import keras_medseg.nodule3d.losses  # noqa: F401
-
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
-    return keras.saving.load_model(path, compile=False)
 
 
 def read_candidates(path):

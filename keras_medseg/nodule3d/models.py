@@ -29,6 +29,7 @@ one voxel short of the patch-extraction centre in y and x.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -391,13 +392,10 @@ def average_models(models, *, name="fp_reduction_ensemble"):
         For an empty sequence, a model with several inputs, or members whose input shapes
         or output structures differ (naming the member).
     """
-    members = [_load(m) for m in models]
+    members = [_load_model(m) for m in models]
     if not members:
         raise ValueError("models must hold at least one model")
-    first = members[0]
-    if len(first.inputs) != 1:
-        raise ValueError(f"models[0] must have one input; got {len(first.inputs)}")
-    shape = tuple(first.inputs[0].shape)
+    shape = tuple(members[0].inputs[0].shape)
     inputs = keras.Input(shape[1:], name="patch")
     outs = []
     for i, member in enumerate(members):
@@ -426,14 +424,22 @@ def average_models(models, *, name="fp_reduction_ensemble"):
     return keras.Model(inputs, outputs, name=name)
 
 
-def _load(model):
-    if isinstance(model, (str, os.PathLike)):
-        import keras_medseg.nodule3d.layers  # noqa: F401  (registers the custom layers)
-        import keras_medseg.nodule3d.losses  # noqa: F401
-        return keras.saving.load_model(model, compile=False)
-    if not isinstance(model, keras.Model):
+def _load_model(model, *, what="model"):
+    """``model`` itself when it is a keras.Model, else the model of the ``.keras`` file it
+    names, loaded without compiling (the nodule3d custom layers and losses registered)."""
+    if isinstance(model, keras.Model):
+        return model
+    if not isinstance(model, (str, os.PathLike)):
         raise ValueError(f"expected a keras.Model or a model file; got {model!r}")
-    return model
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    import keras_medseg.nodule3d.losses  # noqa: F401  (registers the losses; layers above)
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot load the {what}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- index map

@@ -131,6 +131,10 @@ class _Steps:
         self.folder = Path(folder)
         self.log = log
 
+    def record(self, name):
+        """The done-marker of a finished step (step, digest, settings, result, seconds)."""
+        return json.loads((self.folder / f"{name}.json").read_text(encoding="utf-8"))
+
     def run(self, name, settings, func):
         marker = self.folder / f"{name}.json"
         digest = _digest(settings)
@@ -262,17 +266,11 @@ def _save_ensemble(paths, target):
 
 
 def _save_detector(s1_path, s2_path, target):
-    import keras
-
-    import keras_medseg.nodule3d.layers  # noqa: F401
-    import keras_medseg.nodule3d.losses  # noqa: F401
-    from keras_medseg.nodule3d.models import build_detector
+    from keras_medseg.nodule3d.models import _load_model, build_detector
     from keras_medseg.utils import atomic_path
 
-    s1 = keras.saving.load_model(s1_path, compile=False)
-    s2 = keras.saving.load_model(s2_path, compile=False)
     with atomic_path(target) as tmp:
-        build_detector(s1, s2).save(str(tmp))
+        build_detector(_load_model(s1_path), _load_model(s2_path)).save(str(tmp))
     return str(target)
 
 
@@ -363,20 +361,19 @@ def reevaluate_run(out_dir, name, *, evaluation=None, progress=False, log=print)
     dirs = {}
     for fold in folds:
         fdir = out / f"fold{fold}"
-        record = json.loads((fdir / "steps" / "stage1_patches.json").read_text(encoding="utf-8"))
-        spacing = float(record["settings"].get("spacing", 1.0))
-        s2_step = ("stage2_ensemble" if (fdir / "steps" / "stage2_ensemble.json").is_file()
-                   else "train_stage2")
-        s1 = fdir / "stage1" / "model.keras"
-        s2 = fdir / ("stage2_ensemble" if s2_step == "stage2_ensemble" else "stage2") \
-            / "model.keras"
+        done = _Steps(fdir / "steps", log)
+        spacing = float(done.record("stage1_patches")["settings"].get("spacing", 1.0))
+        # the stage-2 model the fold evaluated: the ensemble when it trained several members
+        s2_step, s2_dir = (("stage2_ensemble", "stage2_ensemble")
+                           if (done.folder / "stage2_ensemble.json").is_file()
+                           else ("train_stage2", "stage2"))
+        s1, s2 = fdir / "stage1" / "model.keras", fdir / s2_dir / "model.keras"
         for f in (s1, s2):
             if not f.is_file():
                 raise FileNotFoundError(f"{f}: model missing in a finished fold")
         test_csv = out / "kfold" / kfold_file_names(fold)[1]
         ev_dir = target / f"fold{fold}"
-        upstream = [json.loads((fdir / "steps" / f"{k}.json").read_text(
-            encoding="utf-8"))["digest"] for k in ("train_stage1", s2_step)]
+        upstream = [done.record(k)["digest"] for k in ("train_stage1", s2_step)]
         steps.run(f"fold{fold}", dict(upstream=upstream, config=ev_cfg),
                   lambda: float(evaluate_series(s1, s2, test_csv, ev_dir,
                                                 cache_dir=out / "data" / "resampled",

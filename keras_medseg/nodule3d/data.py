@@ -75,7 +75,7 @@ from keras_medseg.io.tables import (PatchRow, TableError, group_by_series,
                                     write_class_mapping, write_patch_csv, write_series_csv)
 from keras_medseg.io.volumes import (NODULE3D_MEAN, nodule3d_normalize, read_volume,
                                      resample_isotropic)
-from keras_medseg.nodule3d.models import _load_model as load_model
+from keras_medseg.nodule3d.models import _load_model
 from keras_medseg.utils import atomic_path, write_json
 
 __all__ = [
@@ -794,12 +794,6 @@ def _model_fingerprint(model):
     return getattr(model, "fingerprint", None) or repr(model)
 
 
-def _load_model(model):
-    if isinstance(model, (str, os.PathLike)):
-        return load_model(model, what="stage-1 model")
-    return model
-
-
 def make_stage2_patches(series_csv, model, out_dir, *, patch_csv=None, classes=None, seed=0,
                         patch_size=STAGE2_PATCH, n_jitter=4, max_jitter=5, fp_ratio=3,
                         score_threshold=0.8, iou_threshold=0.5, nms_size=STAGE2_PATCH,
@@ -878,7 +872,8 @@ def make_stage2_patches(series_csv, model, out_dir, *, patch_csv=None, classes=N
                                  spacing=series.spacing, default_diameter=default_diameter)
         if mine:
             if loaded is None:
-                loaded = _load_model(model)
+                loaded = (_load_model(model, what="stage-1 model")
+                          if isinstance(model, (str, os.PathLike)) else model)
             centres, _ = screening_candidates(loaded, series.array,
                                               score_threshold=score_threshold,
                                               iou_threshold=iou_threshold, nms_size=nms_size)

@@ -41,11 +41,12 @@ from keras_medseg.nodule3d.data import (kfold_file_names, make_kfold, make_stage
                                         make_stage2_patches)
 from keras_medseg.nodule3d.evaluation import (EvalConfig, _score_files, evaluate_series,
                                               pool_evaluations)
+from keras_medseg.nodule3d.models import _load_model, average_models, build_detector
 from keras_medseg.nodule3d.training import (Stage1Config, Stage2Config, quick_stage1_config,
                                             quick_stage2_config, train_stage1, train_stage2,
                                             write_regression_targets)
 from keras_medseg.training.config import config_to_dict
-from keras_medseg.utils import write_json
+from keras_medseg.utils import atomic_path, write_json
 
 __all__ = ["PipelineConfig", "FoldResult", "PipelineResult", "quick_configs", "run_fold",
            "run_pipeline", "reevaluate_run"]
@@ -217,25 +218,24 @@ def run_fold(fold, out_dir, *, pipeline=None, stage1=None, stage2=None, evaluati
         targets, d3 = steps.run("regression_targets", dict(upstream=d3),
                                 lambda: str(write_regression_targets(
                                     s2_csv, train_csv, data / "resampled", spacing=p.spacing)))
-    s2_cfg = config_to_dict(c2)
-    s2_model, d4 = steps.run("train_stage2", dict(upstream=d3, config=s2_cfg),
+    # member 0 is the original's single network (step train_stage2, folder stage2/); member i
+    # differs only by its seed
+    members, digests = [], []
+    for i in range(p.stage2_members):
+        ci = dataclasses.replace(c2, seed=c2.seed + i)
+        step, folder = ("train_stage2", "stage2") if i == 0 else (f"train_stage2_m{i}",
+                                                                    f"stage2_m{i}")
+        path, di = steps.run(step, dict(upstream=d3, config=config_to_dict(ci)),
                              lambda: str(train_stage2(
-                                 s2_csv, fdir / "stage2", mapping, targets=targets,
-                                 stage1_model=s1_model, config=c2)))
-    if p.stage2_members > 1:
-        members, digests = [s2_model], [d4]
-        for i in range(1, p.stage2_members):
-            ci = dataclasses.replace(c2, seed=c2.seed + i)
-            settings = dict(upstream=d3, config=config_to_dict(ci))
-            path, di = steps.run(f"train_stage2_m{i}", settings,
-                                 lambda: str(train_stage2(
-                                     s2_csv, fdir / f"stage2_m{i}", mapping, targets=targets,
-                                     stage1_model=s1_model, config=ci)))
-            members.append(path)
-            digests.append(di)
+                                 s2_csv, fdir / folder, mapping, targets=targets,
+                                 stage1_model=s1_model, config=ci)))
+        members.append(path)
+        digests.append(di)
+    s2_model, d4 = members[0], digests[0]
+    if len(members) > 1:
         s2_model, d4 = steps.run("stage2_ensemble", dict(members=digests),
-                                 lambda: _save_ensemble(members, fdir / "stage2_ensemble"
-                                                        / "model.keras"))
+                                 lambda: _save_model(average_models(members),
+                                                     fdir / "stage2_ensemble" / "model.keras"))
     if p.save_detector:
         steps.run("detector", dict(upstream=d4, stage1=d2),
                   lambda: _save_detector(s1_model, s2_model, fdir / "detector.keras"))
@@ -254,24 +254,17 @@ def _num_scans(ev_dir):
                ["num_scans"])
 
 
-def _save_ensemble(paths, target):
-    from keras_medseg.nodule3d.models import average_models
-    from keras_medseg.utils import atomic_path
-
+def _save_model(model, target):
+    """Save ``model`` atomically as ``target`` (folders created); returns the path as str."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
-        average_models(paths).save(str(tmp))
+        model.save(str(tmp))
     return str(target)
 
 
 def _save_detector(s1_path, s2_path, target):
-    from keras_medseg.nodule3d.models import _load_model, build_detector
-    from keras_medseg.utils import atomic_path
-
-    with atomic_path(target) as tmp:
-        build_detector(_load_model(s1_path), _load_model(s2_path)).save(str(tmp))
-    return str(target)
+    return _save_model(build_detector(_load_model(s1_path), _load_model(s2_path)), target)
 
 
 def run_pipeline(series_csv, out_dir, *, pipeline=None, stage1=None, stage2=None,
